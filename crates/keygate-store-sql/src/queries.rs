@@ -1,0 +1,588 @@
+//! The queries both backends share, written once. `sql_store!` instantiates them for a pool
+//! type; everything in it must be valid for SQLite and PostgreSQL alike, and the conformance
+//! suite runs against both to keep it so.
+
+use keygate_store::{StoreError, StoreResult};
+use time::OffsetDateTime;
+
+pub(crate) fn to_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(crate) fn from_ms(ms: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .map_err(|_| corrupt("timestamp"))
+}
+
+pub(crate) fn opt_from_ms(ms: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
+    ms.map(from_ms).transpose()
+}
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("a stored {what} could not be read back"))
+}
+
+pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, email, plan, status, created_at, updated_at";
+pub(crate) const USER_COLUMNS: &str =
+    "id, account_id, email, username, first_name, last_name, role, \
+     password_verifier, md5_verifier, sha1_verifier, created_at, updated_at";
+pub(crate) const KEY_COLUMNS: &str = "k.id, k.account_id, k.created_by, k.name, k.description, k.scope, \
+     k.environment, k.key_hash, k.start, k.last4, k.expires_at, k.revoked_at, k.rolled_to, k.rate_limit, \
+     k.metadata, k.created_at, k.last_used_at";
+
+macro_rules! sql_store {
+    ($Store:ident, $Db:ty) => {
+        use async_trait::async_trait;
+        use keygate_core::{AccountId, Environment, KeyHash, KeyId, Scope, UserId};
+        use keygate_store::{
+            Account, AccountStatus, ApiKey, KeyFilter, KeyWithAccount, Page, PageRequest,
+            PasswordVerifiers, Role, Store, StoreError, StoreResult, UsageIncrement, UsageRow,
+            User,
+        };
+        use sqlx::Row as _;
+        use time::OffsetDateTime;
+
+        use $crate::map_err;
+        use $crate::queries::{
+            corrupt, from_ms, opt_from_ms, to_ms, ACCOUNT_COLUMNS, KEY_COLUMNS, USER_COLUMNS,
+        };
+
+        type DbRow = <$Db as sqlx::Database>::Row;
+
+        fn text(row: &DbRow, col: &str) -> StoreResult<String> {
+            row.try_get::<String, _>(col).map_err(map_err)
+        }
+
+        fn opt_text(row: &DbRow, col: &str) -> StoreResult<Option<String>> {
+            row.try_get::<Option<String>, _>(col).map_err(map_err)
+        }
+
+        fn int(row: &DbRow, col: &str) -> StoreResult<i64> {
+            row.try_get::<i64, _>(col).map_err(map_err)
+        }
+
+        fn opt_int(row: &DbRow, col: &str) -> StoreResult<Option<i64>> {
+            row.try_get::<Option<i64>, _>(col).map_err(map_err)
+        }
+
+        /// Reads an account; `p` is the column prefix used when it was joined (`a_`).
+        fn account_from_row(row: &DbRow, p: &str) -> StoreResult<Account> {
+            let col = |c: &str| format!("{p}{c}");
+            Ok(Account {
+                id: AccountId::from_trusted(text(row, &col("id"))?),
+                name: text(row, &col("name"))?,
+                email: text(row, &col("email"))?,
+                plan: text(row, &col("plan"))?,
+                status: AccountStatus::parse(&text(row, &col("status"))?)
+                    .ok_or_else(|| corrupt("account status"))?,
+                created_at: from_ms(int(row, &col("created_at"))?)?,
+                updated_at: from_ms(int(row, &col("updated_at"))?)?,
+            })
+        }
+
+        fn user_from_row(row: &DbRow) -> StoreResult<User> {
+            Ok(User {
+                id: UserId::from_trusted(text(row, "id")?),
+                account_id: AccountId::from_trusted(text(row, "account_id")?),
+                email: text(row, "email")?,
+                username: text(row, "username")?,
+                first_name: text(row, "first_name")?,
+                last_name: text(row, "last_name")?,
+                role: Role::parse(&text(row, "role")?).ok_or_else(|| corrupt("role"))?,
+                verifiers: PasswordVerifiers {
+                    password: opt_text(row, "password_verifier")?,
+                    md5: opt_text(row, "md5_verifier")?,
+                    sha1: opt_text(row, "sha1_verifier")?,
+                },
+                created_at: from_ms(int(row, "created_at")?)?,
+                updated_at: from_ms(int(row, "updated_at")?)?,
+            })
+        }
+
+        fn key_from_row(row: &DbRow) -> StoreResult<ApiKey> {
+            let metadata = text(row, "metadata")?;
+            Ok(ApiKey {
+                id: KeyId::from_trusted(text(row, "id")?),
+                account_id: opt_text(row, "account_id")?.map(AccountId::from_trusted),
+                created_by: opt_text(row, "created_by")?.map(UserId::from_trusted),
+                name: text(row, "name")?,
+                description: text(row, "description")?,
+                scope: text(row, "scope")?.parse::<Scope>().map_err(|_| corrupt("scope"))?,
+                environment: Environment::parse(&text(row, "environment")?)
+                    .ok_or_else(|| corrupt("environment"))?,
+                hash: KeyHash::from_hex(&text(row, "key_hash")?).ok_or_else(|| corrupt("key hash"))?,
+                start: text(row, "start")?,
+                last4: text(row, "last4")?,
+                expires_at: opt_from_ms(opt_int(row, "expires_at")?)?,
+                revoked_at: opt_from_ms(opt_int(row, "revoked_at")?)?,
+                rolled_to: opt_text(row, "rolled_to")?.map(KeyId::from_trusted),
+                rate_limit: opt_text(row, "rate_limit")?,
+                metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("key metadata"))?,
+                created_at: from_ms(int(row, "created_at")?)?,
+                last_used_at: opt_from_ms(opt_int(row, "last_used_at")?)?,
+            })
+        }
+
+        async fn insert_key<'c, E>(exec: E, k: &ApiKey) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'c, Database = $Db>,
+        {
+            sqlx::query(
+                "INSERT INTO api_keys (id, account_id, created_by, name, description, scope, environment, \
+                 key_hash, start, last4, expires_at, revoked_at, rolled_to, rate_limit, metadata, created_at, \
+                 last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            )
+            .bind(k.id.as_str())
+            .bind(k.account_id.as_ref().map(|a| a.as_str()))
+            .bind(k.created_by.as_ref().map(|u| u.as_str()))
+            .bind(&k.name)
+            .bind(&k.description)
+            .bind(k.scope.as_str())
+            .bind(k.environment.as_str())
+            .bind(k.hash.to_hex())
+            .bind(&k.start)
+            .bind(&k.last4)
+            .bind(k.expires_at.map(to_ms))
+            .bind(k.revoked_at.map(to_ms))
+            .bind(k.rolled_to.as_ref().map(|r| r.as_str()))
+            .bind(k.rate_limit.as_deref())
+            .bind(k.metadata.to_string())
+            .bind(to_ms(k.created_at))
+            .bind(k.last_used_at.map(to_ms))
+            .execute(exec)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+
+        async fn write_key<'c, E>(exec: E, k: &ApiKey) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'c, Database = $Db>,
+        {
+            let done = sqlx::query(
+                "UPDATE api_keys SET name = $1, description = $2, scope = $3, expires_at = $4, revoked_at = $5, \
+                 rolled_to = $6, rate_limit = $7, metadata = $8 WHERE id = $9",
+            )
+            .bind(&k.name)
+            .bind(&k.description)
+            .bind(k.scope.as_str())
+            .bind(k.expires_at.map(to_ms))
+            .bind(k.revoked_at.map(to_ms))
+            .bind(k.rolled_to.as_ref().map(|r| r.as_str()))
+            .bind(k.rate_limit.as_deref())
+            .bind(k.metadata.to_string())
+            .bind(k.id.as_str())
+            .execute(exec)
+            .await
+            .map_err(map_err)?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        }
+
+        async fn insert_user<'c, E>(exec: E, u: &User) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'c, Database = $Db>,
+        {
+            sqlx::query(
+                "INSERT INTO users (id, account_id, email, username, first_name, last_name, role, \
+                 password_verifier, md5_verifier, sha1_verifier, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(u.id.as_str())
+            .bind(u.account_id.as_str())
+            .bind(&u.email)
+            .bind(u.username.to_lowercase())
+            .bind(&u.first_name)
+            .bind(&u.last_name)
+            .bind(u.role.as_str())
+            .bind(u.verifiers.password.as_deref())
+            .bind(u.verifiers.md5.as_deref())
+            .bind(u.verifiers.sha1.as_deref())
+            .bind(to_ms(u.created_at))
+            .bind(to_ms(u.updated_at))
+            .execute(exec)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+
+        /// Appends the WHERE conditions of a key listing (without the cursor).
+        fn push_key_filter(
+            qb: &mut sqlx::QueryBuilder<'_, $Db>,
+            account: Option<&AccountId>,
+            filter: KeyFilter,
+            now: i64,
+        ) {
+            match account {
+                Some(a) => {
+                    qb.push(" WHERE k.account_id = ").push_bind(a.as_str().to_owned());
+                }
+                None => {
+                    qb.push(" WHERE k.account_id IS NULL");
+                }
+            }
+            match filter {
+                KeyFilter::All => {}
+                KeyFilter::Active => {
+                    qb.push(" AND (k.revoked_at IS NULL OR k.revoked_at > ")
+                        .push_bind(now)
+                        .push(") AND (k.expires_at IS NULL OR k.expires_at > ")
+                        .push_bind(now)
+                        .push(")");
+                }
+                KeyFilter::Revoked => {
+                    qb.push(" AND k.revoked_at <= ").push_bind(now);
+                }
+                KeyFilter::Expired => {
+                    qb.push(" AND (k.revoked_at IS NULL OR k.revoked_at > ")
+                        .push_bind(now)
+                        .push(") AND k.expires_at <= ")
+                        .push_bind(now);
+                }
+            }
+        }
+
+        /// Runs a paged listing: `base` selects, `filter` adds the conditions both the count and
+        /// the page share; the page walks ids upwards from the cursor.
+        async fn paged<T>(
+            pool: &sqlx::Pool<$Db>,
+            select: &str,
+            from: &str,
+            filter: &(dyn Fn(&mut sqlx::QueryBuilder<'_, $Db>) + Sync),
+            id_col: &str,
+            page: &PageRequest,
+            convert: fn(&DbRow) -> StoreResult<T>,
+        ) -> StoreResult<Page<T>> {
+            let mut count = sqlx::QueryBuilder::<$Db>::new("SELECT COUNT(*) AS n FROM ");
+            count.push(from);
+            filter(&mut count);
+            let total = int(&count.build().fetch_one(pool).await.map_err(map_err)?, "n")?;
+
+            let mut q = sqlx::QueryBuilder::<$Db>::new("SELECT ");
+            q.push(select).push(" FROM ").push(from);
+            filter(&mut q);
+            if let Some(after) = &page.after {
+                q.push(" AND ").push(id_col).push(" > ").push_bind(after.clone());
+            }
+            q.push(" ORDER BY ").push(id_col).push(" LIMIT ").push_bind(page.limit as i64 + 1);
+            let rows = q.build().fetch_all(pool).await.map_err(map_err)?;
+            let has_more = rows.len() > page.limit as usize;
+            let items = rows
+                .iter()
+                .take(page.limit as usize)
+                .map(convert)
+                .collect::<StoreResult<Vec<T>>>()?;
+            Ok(Page { items, total: total as u64, has_more })
+        }
+
+        #[async_trait]
+        impl Store for $Store {
+            fn backend_name(&self) -> &'static str {
+                Self::BACKEND
+            }
+
+            async fn migrate(&self) -> StoreResult<()> {
+                self.run_migrations().await
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn create_account(&self, a: &Account, owner: &User, first_key: &ApiKey) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO accounts (id, name, name_lower, email, plan, status, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(a.id.as_str())
+                .bind(&a.name)
+                .bind(a.name.to_lowercase())
+                .bind(&a.email)
+                .bind(&a.plan)
+                .bind(a.status.as_str())
+                .bind(to_ms(a.created_at))
+                .bind(to_ms(a.updated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                insert_user(&mut *tx, owner).await?;
+                insert_key(&mut *tx, first_key).await?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn get_account(&self, id: &AccountId) -> StoreResult<Account> {
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+                let row = sqlx::query(&sql).bind(id.as_str()).fetch_one(&self.pool).await.map_err(map_err)?;
+                account_from_row(&row, "")
+            }
+
+            async fn find_account_by_name(&self, name: &str) -> StoreResult<Account> {
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name_lower = $1");
+                let row = sqlx::query(&sql)
+                    .bind(name.to_lowercase())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                account_from_row(&row, "")
+            }
+
+            async fn update_account(&self, a: &Account) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE accounts SET name = $1, name_lower = $2, email = $3, plan = $4, status = $5, \
+                     updated_at = $6 WHERE id = $7",
+                )
+                .bind(&a.name)
+                .bind(a.name.to_lowercase())
+                .bind(&a.email)
+                .bind(&a.plan)
+                .bind(a.status.as_str())
+                .bind(to_ms(a.updated_at))
+                .bind(a.id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_account(&self, id: &AccountId) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // The foreign keys cascade to users and keys; usage rows are kept apart from
+                // them (they are written in batches, possibly after a key is gone).
+                sqlx::query("DELETE FROM usage_daily WHERE account_id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for table in ["api_keys", "users"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE account_id = $1"))
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                let done = sqlx::query("DELETE FROM accounts WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn list_accounts(&self, page: &PageRequest) -> StoreResult<Page<Account>> {
+                paged(
+                    &self.pool,
+                    ACCOUNT_COLUMNS,
+                    "accounts",
+                    &|qb| {
+                        qb.push(" WHERE 1 = 1");
+                    },
+                    "id",
+                    page,
+                    |r| account_from_row(r, ""),
+                )
+                .await
+            }
+
+            async fn create_user(&self, u: &User) -> StoreResult<()> {
+                insert_user(&self.pool, u).await
+            }
+
+            async fn get_user(&self, account: &AccountId, id: &UserId) -> StoreResult<User> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE account_id = $1 AND id = $2");
+                let row = sqlx::query(&sql)
+                    .bind(account.as_str())
+                    .bind(id.as_str())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                user_from_row(&row)
+            }
+
+            async fn find_user_by_username(&self, account: &AccountId, username: &str) -> StoreResult<User> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE account_id = $1 AND username = $2");
+                let row = sqlx::query(&sql)
+                    .bind(account.as_str())
+                    .bind(username.to_lowercase())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                user_from_row(&row)
+            }
+
+            async fn update_user(&self, u: &User) -> StoreResult<()> {
+                let done = sqlx::query(
+                    "UPDATE users SET email = $1, username = $2, first_name = $3, last_name = $4, role = $5, \
+                     password_verifier = $6, md5_verifier = $7, sha1_verifier = $8, updated_at = $9 \
+                     WHERE account_id = $10 AND id = $11",
+                )
+                .bind(&u.email)
+                .bind(u.username.to_lowercase())
+                .bind(&u.first_name)
+                .bind(&u.last_name)
+                .bind(u.role.as_str())
+                .bind(u.verifiers.password.as_deref())
+                .bind(u.verifiers.md5.as_deref())
+                .bind(u.verifiers.sha1.as_deref())
+                .bind(to_ms(u.updated_at))
+                .bind(u.account_id.as_str())
+                .bind(u.id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn delete_user(&self, account: &AccountId, id: &UserId) -> StoreResult<()> {
+                let done = sqlx::query("DELETE FROM users WHERE account_id = $1 AND id = $2")
+                    .bind(account.as_str())
+                    .bind(id.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn list_users(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Page<User>> {
+                let account = account.as_str().to_owned();
+                paged(
+                    &self.pool,
+                    USER_COLUMNS,
+                    "users",
+                    &|qb| {
+                        qb.push(" WHERE account_id = ").push_bind(account.clone());
+                    },
+                    "id",
+                    page,
+                    user_from_row,
+                )
+                .await
+            }
+
+            async fn create_key(&self, k: &ApiKey) -> StoreResult<()> {
+                insert_key(&self.pool, k).await
+            }
+
+            async fn get_key(&self, account: Option<&AccountId>, id: &KeyId) -> StoreResult<ApiKey> {
+                let mut q = sqlx::QueryBuilder::<$Db>::new("SELECT ");
+                q.push(KEY_COLUMNS).push(" FROM api_keys k");
+                push_key_filter(&mut q, account, KeyFilter::All, 0);
+                q.push(" AND k.id = ").push_bind(id.as_str().to_owned());
+                let row = q.build().fetch_one(&self.pool).await.map_err(map_err)?;
+                key_from_row(&row)
+            }
+
+            async fn find_key_by_hash(&self, hash: &KeyHash) -> StoreResult<KeyWithAccount> {
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS}, a.id AS a_id, a.name AS a_name, a.email AS a_email, a.plan AS a_plan, \
+                     a.status AS a_status, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
+                     FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1"
+                );
+                let row = sqlx::query(&sql).bind(hash.to_hex()).fetch_one(&self.pool).await.map_err(map_err)?;
+                let key = key_from_row(&row)?;
+                let account = match opt_text(&row, "a_id")? {
+                    Some(_) => Some(account_from_row(&row, "a_")?),
+                    None if key.account_id.is_some() => return Err(StoreError::NotFound),
+                    None => None,
+                };
+                Ok(KeyWithAccount { key, account })
+            }
+
+            async fn list_keys(
+                &self,
+                account: Option<&AccountId>,
+                filter: KeyFilter,
+                now: OffsetDateTime,
+                page: &PageRequest,
+            ) -> StoreResult<Page<ApiKey>> {
+                let now = to_ms(now);
+                paged(
+                    &self.pool,
+                    KEY_COLUMNS,
+                    "api_keys k",
+                    &|qb| push_key_filter(qb, account, filter, now),
+                    "k.id",
+                    page,
+                    key_from_row,
+                )
+                .await
+            }
+
+            async fn update_key(&self, k: &ApiKey) -> StoreResult<()> {
+                write_key(&self.pool, k).await
+            }
+
+            async fn roll_key(&self, old: &ApiKey, new: &ApiKey) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                insert_key(&mut *tx, new).await?;
+                write_key(&mut *tx, old).await?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn record_usage(&self, batch: &[UsageIncrement]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                for u in batch {
+                    sqlx::query(
+                        "INSERT INTO usage_daily (key_id, account_id, day, requests) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (key_id, day) DO UPDATE SET requests = usage_daily.requests + excluded.requests",
+                    )
+                    .bind(u.key_id.as_str())
+                    .bind(u.account_id.as_ref().map(|a| a.as_str()))
+                    .bind(u.day)
+                    .bind(u.requests as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
+                         AND (last_used_at IS NULL OR last_used_at < $1)",
+                    )
+                    .bind(to_ms(u.last_used_at))
+                    .bind(u.key_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn usage_by_day(&self, account: &AccountId, from_day: i32, to_day: i32) -> StoreResult<Vec<UsageRow>> {
+                let rows = sqlx::query(
+                    "SELECT key_id, day, requests FROM usage_daily WHERE account_id = $1 AND day >= $2 \
+                     AND day <= $3 ORDER BY day, key_id",
+                )
+                .bind(account.as_str())
+                .bind(from_day)
+                .bind(to_day)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(UsageRow {
+                            key_id: KeyId::from_trusted(text(r, "key_id")?),
+                            day: r.try_get::<i32, _>("day").map_err(map_err)?,
+                            requests: int(r, "requests")? as u64,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use sql_store;

@@ -1,0 +1,117 @@
+//! Keygate's storage boundary: the models every backend stores and the [`Store`] trait they
+//! implement. The server depends on this crate only; a backend is picked at start from the
+//! database URL. [`conformance`] is the suite every backend must pass, so SQLite and PostgreSQL
+//! behave the same.
+
+pub mod conformance;
+mod models;
+
+use async_trait::async_trait;
+use keygate_core::{AccountId, KeyHash, KeyId, UserId};
+use time::OffsetDateTime;
+
+pub use models::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken; the string names the rule (e.g. `users_username`).
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where a page starts and how long it is. Pages walk ids in ascending (creation) order; the
+/// cursor is the last id of the previous page.
+#[derive(Clone, Debug, Default)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Matching rows in all pages, for `X-Total-Count`.
+    pub total: u64,
+    /// Whether rows follow the last item of this page.
+    pub has_more: bool,
+}
+
+/// Usage aggregated in memory and written in one batch (see the server's usage recorder).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageIncrement {
+    pub key_id: KeyId,
+    pub account_id: Option<AccountId>,
+    /// Days since the Unix epoch, UTC.
+    pub day: i32,
+    pub requests: u64,
+    pub last_used_at: OffsetDateTime,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is, for logs and `/readyz`.
+    fn backend_name(&self) -> &'static str;
+    /// Applies the migrations this binary knows and the database has not seen.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// A round trip to the database, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Accounts.
+    /// Creates an account, its owner and the owner's first key in one transaction.
+    async fn create_account(
+        &self,
+        account: &Account,
+        owner: &User,
+        first_key: &ApiKey,
+    ) -> StoreResult<()>;
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Account>;
+    async fn find_account_by_name(&self, name: &str) -> StoreResult<Account>;
+    async fn update_account(&self, account: &Account) -> StoreResult<()>;
+    /// Deletes the account with its users and keys.
+    async fn delete_account(&self, id: &AccountId) -> StoreResult<()>;
+    async fn list_accounts(&self, page: &PageRequest) -> StoreResult<Page<Account>>;
+
+    // Users.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn get_user(&self, account: &AccountId, id: &UserId) -> StoreResult<User>;
+    /// `username` is compared lower-cased.
+    async fn find_user_by_username(&self, account: &AccountId, username: &str)
+        -> StoreResult<User>;
+    async fn update_user(&self, user: &User) -> StoreResult<()>;
+    async fn delete_user(&self, account: &AccountId, id: &UserId) -> StoreResult<()>;
+    async fn list_users(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Page<User>>;
+
+    // API keys.
+    async fn create_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// `account: None` addresses operator keys.
+    async fn get_key(&self, account: Option<&AccountId>, id: &KeyId) -> StoreResult<ApiKey>;
+    /// The hot path's database read, on a cache miss: the key with its account's state.
+    async fn find_key_by_hash(&self, hash: &KeyHash) -> StoreResult<KeyWithAccount>;
+    async fn list_keys(
+        &self,
+        account: Option<&AccountId>,
+        filter: KeyFilter,
+        now: OffsetDateTime,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ApiKey>>;
+    /// Writes the mutable fields of a key (name, description, scope, expiry, metadata, limit,
+    /// revocation).
+    async fn update_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// Rolling: the new key is created and the old one updated (expiry or revocation) together.
+    async fn roll_key(&self, old: &ApiKey, new: &ApiKey) -> StoreResult<()>;
+
+    // Usage.
+    async fn record_usage(&self, batch: &[UsageIncrement]) -> StoreResult<()>;
+    async fn usage_by_day(
+        &self,
+        account: &AccountId,
+        from_day: i32,
+        to_day: i32,
+    ) -> StoreResult<Vec<UsageRow>>;
+}

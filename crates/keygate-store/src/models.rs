@@ -1,0 +1,173 @@
+//! The stored records. Timestamps are UTC; backends keep them as Unix milliseconds so the same
+//! SQL sorts and compares them on SQLite and PostgreSQL alike.
+
+use keygate_core::{AccountId, Environment, KeyHash, KeyId, Scope, UserId};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    Active,
+    Disabled,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(AccountStatus::Active),
+            "disabled" => Some(AccountStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Account {
+    pub id: AccountId,
+    /// Unique, case-insensitively: `/v2/user_auth` finds an account by it.
+    pub name: String,
+    pub email: String,
+    pub plan: String,
+    pub status: AccountStatus,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            "owner" => Some(Role::Owner),
+            _ => None,
+        }
+    }
+}
+
+/// Password verifiers, each a PHC string (Argon2id). `password` checks the password itself
+/// (dashboard login); `md5` and `sha1` check Crossbar's `credentials`, the hex digest of
+/// `"username:password"`, without ever storing that digest bare.
+#[derive(Clone, Default, PartialEq)]
+pub struct PasswordVerifiers {
+    pub password: Option<String>,
+    pub md5: Option<String>,
+    pub sha1: Option<String>,
+}
+
+impl std::fmt::Debug for PasswordVerifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PasswordVerifiers(set: {})", self.password.is_some())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub account_id: AccountId,
+    pub email: String,
+    /// Lower-cased; unique within the account.
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: Role,
+    pub verifiers: PasswordVerifiers,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiKey {
+    pub id: KeyId,
+    /// `None` for an operator key, which acts across all accounts.
+    pub account_id: Option<AccountId>,
+    pub created_by: Option<UserId>,
+    pub name: String,
+    pub description: String,
+    pub scope: Scope,
+    pub environment: Environment,
+    pub hash: KeyHash,
+    /// `ak_live_AbCd`: shown in lists so a person can tell keys apart.
+    pub start: String,
+    pub last4: String,
+    pub expires_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+    /// The key that replaced this one, when it was rolled.
+    pub rolled_to: Option<KeyId>,
+    /// A per-key limit such as `"10/second"`, below the account's plan.
+    pub rate_limit: Option<String>,
+    pub metadata: serde_json::Value,
+    pub created_at: OffsetDateTime,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl ApiKey {
+    pub fn status_at(&self, now: OffsetDateTime) -> KeyStatus {
+        if self.revoked_at.is_some_and(|t| t <= now) {
+            KeyStatus::Revoked
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.account_id.is_none()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KeyFilter {
+    #[default]
+    All,
+    Active,
+    Revoked,
+    Expired,
+}
+
+/// What authentication needs to know about a key, read in one query.
+#[derive(Clone, Debug)]
+pub struct KeyWithAccount {
+    pub key: ApiKey,
+    /// `None` for operator keys.
+    pub account: Option<Account>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    pub key_id: KeyId,
+    pub day: i32,
+    pub requests: u64,
+}
