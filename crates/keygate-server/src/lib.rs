@@ -1,1 +1,171 @@
+//! Keygate's HTTP server. One router serves the native API (`/api/v1`), the operations
+//! endpoints and, as later features land, the Crossbar-compatible API, OAuth and the dashboard.
+//! [`start`] runs it on a listener with its background tasks and shuts both down in order.
 
+pub mod api;
+pub mod cache;
+pub mod http;
+pub mod ops;
+pub mod service;
+pub mod state;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use state::{AppState, Config};
+
+use http::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keygate", description = "API keys, auth tokens, rate limits, credits and webhooks for your API."),
+    components(schemas(http::error::ErrorBodyDoc)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+fn all_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::routes())
+        .merge(api::routes())
+}
+
+/// The OpenAPI document of every route, built from the handlers' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    all_routes().split_for_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, _) = all_routes().split_for_parts();
+    router
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(axum::middleware::from_fn(
+            http::request_id::request_id_and_log,
+        ))
+        .with_state(state)
+}
+
+async fn route_not_found(uri: Uri) -> ApiError {
+    let path = uri.path();
+    let shown = if path.len() > 100 {
+        &path[..path.floor_char_boundary(100)]
+    } else {
+        path
+    };
+    ApiError::NotFound(format!("No route for {shown}"))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("This method is not allowed on this route".into())
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
+}
+
+/// A running server: its address, and a handle that stops it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish, flushes usage, and returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await?
+    }
+
+    /// Waits until the server stops by itself (it only does on error) or `signal` resolves.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        signal.await;
+        self.shutdown().await
+    }
+}
+
+/// Serves `state` on `listener` with its background tasks.
+pub fn start(state: AppState, listener: TcpListener) -> anyhow::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let app = router(state.clone());
+    let flusher = tokio::spawn(flush_usage(state.clone(), stopped.clone()));
+    let mut serve_stopped = stopped.clone();
+    let task = tokio::spawn(async move {
+        let serving = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = serve_stopped.wait_for(|s| *s).await;
+        });
+        let result = serving.await;
+        // The flusher writes what is left once the server has stopped taking requests.
+        flusher.await.ok();
+        result.map_err(Into::into)
+    });
+    tracing::info!(%addr, database = state.store.backend_name(), "keygate listening");
+    Ok(RunningServer { addr, stop, task })
+}
+
+/// Writes batched usage every `usage_flush_interval`, and a last time on shutdown.
+async fn flush_usage(state: AppState, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config.usage_flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => break,
+        }
+        if let Err(err) = state.usage.flush(state.store.as_ref()).await {
+            tracing::warn!(error = %format!("{err:#}"), "usage flush failed; will retry");
+        }
+    }
+    for attempt in 1..=3 {
+        match state.usage.flush(state.store.as_ref()).await {
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(attempt, error = %format!("{err:#}"), "final usage flush failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

@@ -1,1 +1,228 @@
-fn main() {}
+//! The one Keygate binary. Every setting comes from a flag, else a `KEYGATE_*` environment
+//! variable, else the TOML file named by `--config`, else its default.
+
+mod config;
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keygate_server::service::accounts::{self, NewAccount};
+use keygate_server::AppState;
+
+use config::{Common, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "API keys, auth tokens, rate limits and credits for your API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Administer accounts and operator keys (works while the server runs).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the OpenAPI document of every route.
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an account, its owner and a first admin API key (printed once).
+    CreateAccount {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        plan: Option<String>,
+        /// The owner's password (for the dashboard and /v2/user_auth).
+        #[arg(long, env = "KEYGATE_ADMIN_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long)]
+        first_name: Option<String>,
+        #[arg(long)]
+        last_name: Option<String>,
+        /// Print {"account_id", "user_id", "api_key"}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Create an operator key: it acts across all accounts.
+    CreateOperatorKey {
+        #[arg(long, default_value = "Operator key")]
+        name: String,
+        /// Print {"api_key"}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(err) = run(Cli::parse()).await {
+        eprintln!("keygate: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { common } => {
+            let settings = common.resolve()?;
+            init_logging(settings.log_format, "info,sqlx=warn");
+            serve(settings.server).await
+        }
+        Command::Migrate { common } => {
+            let settings = common.resolve()?;
+            init_logging(settings.log_format, "info,sqlx=warn");
+            AppState::open(settings.server).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", keygate_server::openapi().to_pretty_json()?);
+            Ok(())
+        }
+        Command::Admin { command } => admin(command).await,
+    }
+}
+
+async fn serve(config: keygate_server::Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let state = AppState::open(config).await?;
+    let server = keygate_server::start(state, listener)?;
+    server.run_until(shutdown_signal()).await?;
+    tracing::info!("keygate stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: draining requests and flushing usage");
+}
+
+async fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::CreateAccount {
+            name,
+            email,
+            plan,
+            password,
+            first_name,
+            last_name,
+            json,
+            common,
+        } => {
+            let settings = common.resolve()?;
+            init_logging(settings.log_format, "warn");
+            let state = AppState::open(settings.server).await?;
+            let created = accounts::create_account(
+                &state,
+                NewAccount {
+                    name,
+                    email,
+                    plan,
+                    password,
+                    first_name: first_name.unwrap_or_default(),
+                    last_name: last_name.unwrap_or_default(),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let api_key = created.plaintext.into_plaintext();
+            if json {
+                let out = serde_json::json!({
+                    "account_id": created.account.id,
+                    "user_id": created.owner.id,
+                    "api_key": api_key,
+                });
+                println!("{out}");
+            } else {
+                println!("account_id: {}", created.account.id);
+                println!("user_id:    {}", created.owner.id);
+                println!("api_key:    {api_key}");
+                println!("Store the API key now: it is not shown again.");
+            }
+            Ok(())
+        }
+        AdminCommand::CreateOperatorKey { name, json, common } => {
+            let settings = common.resolve()?;
+            init_logging(settings.log_format, "warn");
+            let state = AppState::open(settings.server).await?;
+            let (_, key) = accounts::create_operator_key(&state, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let api_key = key.into_plaintext();
+            if json {
+                println!("{}", serde_json::json!({ "api_key": api_key }));
+            } else {
+                println!("api_key: {api_key}");
+                println!("Store the operator key now: it is not shown again.");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The native API, `/api/v1`: JSON in and out, errors in the body of DESIGN.md.
+
+pub mod accounts;
+pub mod keys;
+pub mod me;
+pub mod users;
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me::me))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::get_key, keys::update_key, keys::revoke_key))
+        .routes(routes!(keys::roll_key))
+        .routes(routes!(accounts::list_accounts, accounts::create_account))
+        .routes(routes!(
+            accounts::get_account,
+            accounts::update_account,
+            accounts::delete_account
+        ))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+}

@@ -1,0 +1,10 @@
+//! What every surface shares: the error type and its native body, the JSON and query
+//! extractors that turn bad input into that body, request ids, paging, and authentication.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod paging;
+pub mod request_id;
+
+pub use error::ApiError;

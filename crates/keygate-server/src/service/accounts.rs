@@ -1,0 +1,129 @@
+//! Accounts: a tenant of the deployment. Creating one also creates its owner (username = the
+//! email, lower-cased) and a first admin key, in one transaction.
+
+use keygate_core::key::GeneratedKey;
+use keygate_core::{AccountId, Environment, Scope};
+use keygate_store::{Account, AccountStatus, ApiKey, Role, User};
+
+use super::keys::{build_key, KeySpec};
+use super::now;
+use super::users::{build_user, validate_email, NewUser};
+use crate::http::ApiError;
+use crate::state::AppState;
+
+pub struct NewAccount {
+    pub name: String,
+    pub email: String,
+    pub plan: Option<String>,
+    pub password: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+pub struct CreatedAccount {
+    pub account: Account,
+    pub owner: User,
+    pub key: ApiKey,
+    pub plaintext: GeneratedKey,
+}
+
+pub fn validate_account_name(name: &str) -> Result<String, ApiError> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(n.to_owned())
+}
+
+pub fn validate_plan(plan: &str) -> Result<String, ApiError> {
+    let ok = (1..=32).contains(&plan.len())
+        && plan
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(plan.to_owned())
+    } else {
+        Err(ApiError::invalid_field("plan", "is not a known plan name"))
+    }
+}
+
+pub async fn create_account(state: &AppState, new: NewAccount) -> Result<CreatedAccount, ApiError> {
+    let at = now();
+    let account = Account {
+        id: AccountId::generate(),
+        name: validate_account_name(&new.name)?,
+        email: validate_email(&new.email)?,
+        plan: validate_plan(new.plan.as_deref().unwrap_or(&state.config.default_plan))?,
+        status: AccountStatus::Active,
+        created_at: at,
+        updated_at: at,
+    };
+    let owner = build_user(
+        &account.id,
+        NewUser {
+            email: account.email.clone(),
+            username: None,
+            first_name: new.first_name,
+            last_name: new.last_name,
+            role: Role::Owner,
+            password: new.password,
+        },
+    )
+    .await?;
+    let spec = KeySpec {
+        name: "Default key".into(),
+        description: "Created with the account".into(),
+        scope: Scope::Admin,
+        environment: Environment::Live,
+        expires_at: None,
+        metadata: serde_json::json!({}),
+        rate_limit: None,
+    };
+    let (key, plaintext) = build_key(state, Some(&account.id), Some(&owner.id), spec)?;
+    state.store.create_account(&account, &owner, &key).await?;
+    tracing::info!(account_id = %account.id, "account created");
+    Ok(CreatedAccount {
+        account,
+        owner,
+        key,
+        plaintext,
+    })
+}
+
+/// Disabling or deleting an account changes what every one of its cached keys means.
+pub async fn save_account(state: &AppState, account: &Account) -> Result<(), ApiError> {
+    state.store.update_account(account).await?;
+    state.keys.invalidate_all();
+    Ok(())
+}
+
+pub async fn delete_account(state: &AppState, id: &AccountId) -> Result<(), ApiError> {
+    state
+        .store
+        .delete_account(id)
+        .await
+        .map_err(|_| ApiError::not_found("Account"))?;
+    state.keys.invalidate_all();
+    tracing::info!(account_id = %id, "account deleted");
+    Ok(())
+}
+
+/// An operator key, created by `keygate admin create-operator-key`.
+pub async fn create_operator_key(
+    state: &AppState,
+    name: &str,
+) -> Result<(ApiKey, GeneratedKey), ApiError> {
+    let spec = KeySpec {
+        name: super::keys::validate_key_name(name)?,
+        description: "Operator key".into(),
+        scope: Scope::Admin,
+        environment: Environment::Live,
+        expires_at: None,
+        metadata: serde_json::json!({}),
+        rate_limit: None,
+    };
+    super::keys::create_key(state, None, None, spec).await
+}

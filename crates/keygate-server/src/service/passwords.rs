@@ -1,0 +1,81 @@
+//! Password verifiers. Passwords are hashed with Argon2id. Crossbar's `user_auth` sends the hex
+//! MD5 (or SHA-1) of `"username:password"` instead of the password; we keep an Argon2id hash of
+//! each digest, never the digest itself, so a stolen database yields nothing directly usable.
+//! Usernames are lower-cased before digesting, which makes them case-insensitive as Crossbar
+//! clients expect.
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use keygate_store::PasswordVerifiers;
+use md5::Digest as _;
+
+use crate::http::ApiError;
+
+pub const MIN_PASSWORD_LEN: usize = 8;
+pub const MAX_PASSWORD_LEN: usize = 256;
+
+fn hash(secret: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing a password: {e}")))
+}
+
+/// Constant-time verification against a stored PHC string; a malformed record never matches.
+pub fn matches(phc: &str, candidate: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(candidate.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+pub fn crossbar_md5(username: &str, password: &str) -> String {
+    hex::encode(md5::Md5::digest(format!(
+        "{}:{password}",
+        username.to_lowercase()
+    )))
+}
+
+pub fn crossbar_sha1(username: &str, password: &str) -> String {
+    hex::encode(sha1::Sha1::digest(format!(
+        "{}:{password}",
+        username.to_lowercase()
+    )))
+}
+
+pub fn validate(password: &str) -> Result<(), ApiError> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD_LEN {
+        return Err(ApiError::invalid_field(
+            "password",
+            format!("must be at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    if n > MAX_PASSWORD_LEN {
+        return Err(ApiError::invalid_field(
+            "password",
+            format!("must be at most {MAX_PASSWORD_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// All three verifiers for a username and password. Argon2 is deliberately slow, so this runs
+/// on the blocking pool.
+pub async fn verifiers_for(username: &str, password: &str) -> Result<PasswordVerifiers, ApiError> {
+    validate(password)?;
+    let (username, password) = (username.to_owned(), password.to_owned());
+    tokio::task::spawn_blocking(move || {
+        Ok(PasswordVerifiers {
+            password: Some(hash(&password)?),
+            md5: Some(hash(&crossbar_md5(&username, &password))?),
+            sha1: Some(hash(&crossbar_sha1(&username, &password))?),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("password hashing task: {e}")))?
+}

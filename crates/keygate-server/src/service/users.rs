@@ -1,0 +1,177 @@
+//! Users: people of an account. The username is unique within the account and lower-cased; it
+//! defaults to the email address.
+
+use keygate_core::{AccountId, UserId};
+use keygate_store::{PasswordVerifiers, Role, User};
+
+use super::{now, passwords};
+use crate::http::ApiError;
+use crate::state::AppState;
+
+pub struct NewUser {
+    pub email: String,
+    pub username: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: Role,
+    pub password: Option<String>,
+}
+
+pub fn validate_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(email.to_owned())
+    } else {
+        Err(ApiError::invalid_field(
+            "email",
+            "is not a valid email address",
+        ))
+    }
+}
+
+pub fn validate_username(username: &str) -> Result<String, ApiError> {
+    let u = username.trim().to_lowercase();
+    if u.is_empty()
+        || u.chars().count() > 254
+        || u.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+    {
+        return Err(ApiError::invalid_field(
+            "username",
+            "must be 1 to 254 characters without spaces or ':'",
+        ));
+    }
+    Ok(u)
+}
+
+pub fn validate_name(field: &str, value: &str) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.chars().count() > 100 || v.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            field,
+            "must be at most 100 printable characters",
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// Builds a validated user record (the password hashed) without storing it.
+pub async fn build_user(account: &AccountId, new: NewUser) -> Result<User, ApiError> {
+    let email = validate_email(&new.email)?;
+    let username = validate_username(new.username.as_deref().unwrap_or(&email))?;
+    let verifiers = match &new.password {
+        Some(pw) => passwords::verifiers_for(&username, pw).await?,
+        None => PasswordVerifiers::default(),
+    };
+    let at = now();
+    Ok(User {
+        id: UserId::generate(),
+        account_id: account.clone(),
+        email,
+        username,
+        first_name: validate_name("first_name", &new.first_name)?,
+        last_name: validate_name("last_name", &new.last_name)?,
+        role: new.role,
+        verifiers,
+        created_at: at,
+        updated_at: at,
+    })
+}
+
+pub async fn create_user(
+    state: &AppState,
+    account: &AccountId,
+    new: NewUser,
+) -> Result<User, ApiError> {
+    let user = build_user(account, new).await?;
+    state.store.create_user(&user).await?;
+    Ok(user)
+}
+
+/// What may change on a user; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct UserChange {
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub role: Option<Role>,
+    pub password: Option<String>,
+}
+
+pub async fn update_user(
+    state: &AppState,
+    mut user: User,
+    change: UserChange,
+) -> Result<User, ApiError> {
+    if let Some(email) = change.email {
+        user.email = validate_email(&email)?;
+    }
+    let renamed = match change.username {
+        Some(u) => {
+            let u = validate_username(&u)?;
+            let renamed = u != user.username;
+            user.username = u;
+            renamed
+        }
+        None => false,
+    };
+    if let Some(v) = change.first_name {
+        user.first_name = validate_name("first_name", &v)?;
+    }
+    if let Some(v) = change.last_name {
+        user.last_name = validate_name("last_name", &v)?;
+    }
+    if let Some(role) = change.role {
+        if user.role == Role::Owner && role != Role::Owner {
+            return Err(ApiError::conflict(
+                "the account owner's role cannot be changed",
+            ));
+        }
+        if role == Role::Owner && user.role != Role::Owner {
+            return Err(ApiError::invalid_field(
+                "role",
+                "there is one owner per account",
+            ));
+        }
+        user.role = role;
+    }
+    match change.password {
+        Some(pw) => user.verifiers = passwords::verifiers_for(&user.username, &pw).await?,
+        // The Crossbar digests include the username: a new username without a new password
+        // leaves them unable to match, so they are dropped rather than kept wrong.
+        None if renamed => {
+            user.verifiers.md5 = None;
+            user.verifiers.sha1 = None;
+        }
+        None => {}
+    }
+    user.updated_at = now();
+    state.store.update_user(&user).await?;
+    Ok(user)
+}
+
+pub async fn delete_user(
+    state: &AppState,
+    account: &AccountId,
+    id: &UserId,
+) -> Result<User, ApiError> {
+    let user = state
+        .store
+        .get_user(account, id)
+        .await
+        .map_err(|_| ApiError::not_found("User"))?;
+    if user.role == Role::Owner {
+        return Err(ApiError::conflict("the account owner cannot be deleted"));
+    }
+    state.store.delete_user(account, id).await?;
+    Ok(user)
+}

@@ -1,0 +1,150 @@
+//! Settings: flags win over `KEYGATE_*` environment variables (clap reads both), which win over
+//! the TOML file, which wins over defaults. A wrong setting stops the start with a message
+//! naming the setting and where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, text otherwise.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// A TOML file with any of these settings.
+    #[arg(long, env = "KEYGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "KEYGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Where the embedded database lives [default: ./data].
+    #[arg(long, env = "KEYGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// postgres://… to use PostgreSQL instead of the embedded SQLite.
+    #[arg(long, env = "KEYGATE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// redis://… for shared rate limits and revocation across nodes.
+    #[arg(long, env = "KEYGATE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// The prefix of new API keys, e.g. `ak` gives `ak_live_…` [default: ak].
+    #[arg(long, env = "KEYGATE_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+    #[arg(long, env = "KEYGATE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The file's shape. Unknown keys are errors: a typo should not silently do nothing.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    key_prefix: Option<String>,
+    default_plan: Option<String>,
+    log_format: Option<LogFormat>,
+    usage_flush_seconds: Option<u64>,
+    key_cache_capacity: Option<u64>,
+    key_cache_ttl_seconds: Option<u64>,
+}
+
+pub struct Settings {
+    pub server: keygate_server::Config,
+    pub log_format: LogFormat,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "in the config file {}: {}",
+            path.display(),
+            e.to_string().trim()
+        )
+    })
+}
+
+impl Common {
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let from_file = |what: &str| match &self.config {
+            Some(p) => format!("{what} (from {})", p.display()),
+            None => what.to_owned(),
+        };
+        let listen = match (self.listen, &file.listen) {
+            (Some(l), _) => l,
+            (None, Some(s)) => s.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: expected an address such as 127.0.0.1:8080, got {s:?}",
+                    from_file("listen")
+                )
+            })?,
+            (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let mut server = keygate_server::Config::with_data_dir(data_dir);
+        server.listen = listen;
+        server.database_url = self
+            .database_url
+            .or(file.database_url)
+            .filter(|s| !s.is_empty());
+        server.redis_url = self.redis_url.or(file.redis_url).filter(|s| !s.is_empty());
+        if let Some(prefix) = self.key_prefix.or(file.key_prefix) {
+            keygate_core::key::validate_prefix(&prefix).map_err(|e| {
+                anyhow::anyhow!(
+                    "key_prefix ({}): {e}; got {prefix:?}",
+                    "--key-prefix, KEYGATE_KEY_PREFIX or the file"
+                )
+            })?;
+            server.key_prefix = prefix;
+        }
+        if let Some(plan) = file.default_plan {
+            server.default_plan = plan;
+        }
+        if let Some(secs) = file.usage_flush_seconds {
+            anyhow::ensure!(
+                secs > 0,
+                "{}: must be at least 1",
+                from_file("usage_flush_seconds")
+            );
+            server.usage_flush_interval = Duration::from_secs(secs);
+        }
+        if let Some(n) = file.key_cache_capacity {
+            server.key_cache_capacity = n;
+        }
+        if let Some(secs) = file.key_cache_ttl_seconds {
+            server.key_cache_ttl = Duration::from_secs(secs.max(1));
+        }
+        if let Some(url) = &server.database_url {
+            anyhow::ensure!(
+                url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")
+                    || url.starts_with("sqlite:"),
+                "database_url: expected postgres://… or sqlite:…"
+            );
+        }
+        Ok(Settings {
+            server,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
