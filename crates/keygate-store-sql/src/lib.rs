@@ -9,6 +9,8 @@ mod migrate;
 pub mod postgres;
 mod queries;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 

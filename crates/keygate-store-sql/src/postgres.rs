@@ -11,7 +11,7 @@ use crate::migrate::{migrations, statements, Migration, CREATE_TABLE};
 const MIGRATIONS: &[Migration] = migrations!("postgres": 1 => "0001_core.sql");
 
 /// Arbitrary, fixed: the advisory lock every Keygate node takes to migrate.
-const MIGRATION_LOCK: i64 = 0x6b65_7967_6174_65;
+const MIGRATION_LOCK: i64 = 0x006b_6579_6761_7465;
 
 pub struct PgStore {
     pool: PgPool,

@@ -535,25 +535,41 @@ macro_rules! sql_store {
             }
 
             async fn record_usage(&self, batch: &[UsageIncrement]) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Several nodes flush batches at once. Each transaction locks its rows in one
+                // fixed order, every usage row by (key, day) and then every key by id, so that
+                // no two flushes wait on each other in a cycle (PostgreSQL would abort one with
+                // "deadlock detected"). Merging first also writes each row once per batch.
+                let mut requests = std::collections::BTreeMap::new();
+                let mut last_used = std::collections::BTreeMap::new();
                 for u in batch {
+                    let row = requests
+                        .entry((u.key_id.as_str(), u.day))
+                        .or_insert((u.account_id.as_ref(), 0u64));
+                    row.1 += u.requests;
+                    let at = last_used.entry(u.key_id.as_str()).or_insert(u.last_used_at);
+                    *at = (*at).max(u.last_used_at);
+                }
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                for ((key_id, day), (account_id, n)) in requests {
                     sqlx::query(
                         "INSERT INTO usage_daily (key_id, account_id, day, requests) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (key_id, day) DO UPDATE SET requests = usage_daily.requests + excluded.requests",
                     )
-                    .bind(u.key_id.as_str())
-                    .bind(u.account_id.as_ref().map(|a| a.as_str()))
-                    .bind(u.day)
-                    .bind(u.requests as i64)
+                    .bind(key_id)
+                    .bind(account_id.map(|a| a.as_str()))
+                    .bind(day)
+                    .bind(n as i64)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
+                }
+                for (key_id, at) in last_used {
                     sqlx::query(
                         "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
                          AND (last_used_at IS NULL OR last_used_at < $1)",
                     )
-                    .bind(to_ms(u.last_used_at))
-                    .bind(u.key_id.as_str())
+                    .bind(to_ms(at))
+                    .bind(key_id)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;

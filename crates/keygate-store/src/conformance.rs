@@ -1,1 +1,1394 @@
-//! The conformance suite (filled in below).
+//! The conformance suite: what every [`Store`] backend must do, written once against the trait
+//! so SQLite and PostgreSQL cannot drift apart. A backend's test crate migrates an empty
+//! database and calls [`run_all`]; each function can also be called on its own.
+//!
+//! The functions share that one database, so each makes its own accounts under unique names and
+//! none assumes the tables are empty. They do assume that no one else writes to the database
+//! while they run: the account listing checks exact totals. Timestamps are built from whole
+//! milliseconds because that is what the backends keep.
+
+use std::fmt::Debug;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+
+use keygate_core::{key, AccountId, Environment, KeyHash, KeyId, Scope, UserId};
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    Account, AccountStatus, ApiKey, KeyFilter, KeyStatus, PageRequest, PasswordVerifiers, Role,
+    Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
+};
+
+/// Runs every check below, one after the other, on one migrated store.
+pub async fn run_all(store: &dyn Store) {
+    the_store_names_its_backend_and_answers_a_ping(store).await;
+
+    accounts_are_created_with_their_owner_and_first_key(store).await;
+    accounts_are_found_by_name_in_any_case(store).await;
+    account_updates_are_persisted(store).await;
+    account_names_are_unique_in_any_case(store).await;
+    a_failed_account_creation_leaves_nothing_behind(store).await;
+    deleting_an_account_deletes_its_users_keys_and_usage(store).await;
+    accounts_are_listed_in_creation_order_in_pages(store).await;
+
+    users_are_created_and_found_by_username_in_any_case(store).await;
+    user_updates_are_persisted(store).await;
+    usernames_are_unique_within_an_account_only(store).await;
+    users_of_another_account_are_not_found(store).await;
+    deleted_users_are_gone(store).await;
+    users_are_listed_in_creation_order_in_pages(store).await;
+
+    keys_are_read_only_through_their_own_account(store).await;
+    operator_keys_belong_to_no_account(store).await;
+    a_key_is_found_by_its_hash_with_its_accounts_current_state(store).await;
+    key_hashes_are_unique(store).await;
+    keys_are_listed_under_the_status_they_have_at_the_given_time(store).await;
+    revoked_keys_are_listed_only_under_the_revoked_filter(store).await;
+    keys_are_listed_in_creation_order_in_pages(store).await;
+    key_updates_persist_every_mutable_field(store).await;
+    updating_a_key_keeps_its_last_use(store).await;
+    rolling_a_key_creates_the_new_one_and_updates_the_old_together(store).await;
+    a_failed_roll_changes_nothing(store).await;
+
+    usage_accumulates_per_key_and_day_across_batches(store).await;
+    last_use_only_moves_forward(store).await;
+    usage_is_reported_for_the_requested_days_and_account_only(store).await;
+    usage_batches_flushed_at_once_by_several_nodes_all_count(store).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store.
+
+pub async fn the_store_names_its_backend_and_answers_a_ping(store: &dyn Store) {
+    assert!(!store.backend_name().is_empty());
+    ok(store.ping().await, "ping");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts.
+
+pub async fn accounts_are_created_with_their_owner_and_first_key(store: &dyn Store) {
+    let f = create_fixture(store, "created").await;
+
+    assert_eq!(
+        ok(store.get_account(&f.account.id).await, "get_account"),
+        f.account
+    );
+    assert_eq!(
+        ok(store.get_user(&f.account.id, &f.owner.id).await, "get_user"),
+        f.owner
+    );
+    assert_eq!(
+        ok(
+            store.get_key(Some(&f.account.id), &f.key.id).await,
+            "get_key"
+        ),
+        f.key
+    );
+    not_found(
+        store.get_account(&AccountId::generate()).await,
+        "get_account with an unknown id",
+    );
+}
+
+pub async fn accounts_are_found_by_name_in_any_case(store: &dyn Store) {
+    let f = create_fixture(store, "Found-By-Name").await;
+
+    for name in [
+        f.account.name.clone(),
+        f.account.name.to_lowercase(),
+        f.account.name.to_uppercase(),
+    ] {
+        assert_eq!(
+            ok(
+                store.find_account_by_name(&name).await,
+                "find_account_by_name"
+            ),
+            f.account,
+            "looking up {name:?}"
+        );
+    }
+    not_found(
+        store.find_account_by_name(&unique("no-such-account")).await,
+        "find_account_by_name with an unknown name",
+    );
+}
+
+pub async fn account_updates_are_persisted(store: &dyn Store) {
+    let f = create_fixture(store, "before-update").await;
+    let old_name = f.account.name.clone();
+
+    let mut changed = f.account.clone();
+    changed.name = unique("After-Update");
+    changed.email = "billing@example.org".into();
+    changed.plan = "enterprise".into();
+    changed.status = AccountStatus::Disabled;
+    changed.updated_at = f.account.updated_at + Duration::minutes(5);
+    ok(store.update_account(&changed).await, "update_account");
+
+    assert_eq!(
+        ok(store.get_account(&changed.id).await, "get_account"),
+        changed
+    );
+    assert_eq!(
+        ok(
+            store
+                .find_account_by_name(&changed.name.to_lowercase())
+                .await,
+            "find_account_by_name with the new name"
+        ),
+        changed
+    );
+    not_found(
+        store.find_account_by_name(&old_name).await,
+        "find_account_by_name with the old name",
+    );
+
+    let mut ghost = changed.clone();
+    ghost.id = AccountId::generate();
+    ghost.name = unique("ghost");
+    not_found(
+        store.update_account(&ghost).await,
+        "update_account of an unknown account",
+    );
+}
+
+pub async fn account_names_are_unique_in_any_case(store: &dyn Store) {
+    let first = create_fixture(store, "Unique-Name").await;
+
+    let (mut account, owner, key) = new_account("unused");
+    account.name = first.account.name.to_uppercase();
+    conflict(
+        store.create_account(&account, &owner, &key).await,
+        "accounts_name",
+        "create_account with a name taken in another case",
+    );
+    not_found(
+        store.get_account(&account.id).await,
+        "get_account of the refused account",
+    );
+
+    let second = create_fixture(store, "other-name").await;
+    let mut renamed = second.account.clone();
+    renamed.name = first.account.name.to_lowercase();
+    conflict(
+        store.update_account(&renamed).await,
+        "accounts_name",
+        "update_account to a name taken in another case",
+    );
+    assert_eq!(
+        ok(store.get_account(&second.account.id).await, "get_account"),
+        second.account
+    );
+}
+
+pub async fn a_failed_account_creation_leaves_nothing_behind(store: &dyn Store) {
+    let existing = create_fixture(store, "existing").await;
+
+    // The first key reuses a stored hash, so the last insert of the transaction fails.
+    let (account, owner, mut key) = new_account("half-made");
+    key.hash = existing.key.hash;
+    conflict(
+        store.create_account(&account, &owner, &key).await,
+        "api_keys_hash",
+        "create_account whose first key reuses a hash",
+    );
+    not_found(
+        store.get_account(&account.id).await,
+        "get_account of the refused account",
+    );
+    not_found(
+        store.find_account_by_name(&account.name).await,
+        "find_account_by_name of the refused account",
+    );
+    not_found(
+        store.get_user(&account.id, &owner.id).await,
+        "get_user of the refused account's owner",
+    );
+    let found = ok(
+        store.find_key_by_hash(&existing.key.hash).await,
+        "find_key_by_hash",
+    );
+    assert_eq!(found.key, existing.key);
+}
+
+pub async fn deleting_an_account_deletes_its_users_keys_and_usage(store: &dyn Store) {
+    let doomed = create_fixture(store, "doomed").await;
+    let bystander = create_fixture(store, "bystander").await;
+    let user = new_user(&doomed.account.id, &unique("member"));
+    ok(store.create_user(&user).await, "create_user");
+    let second_key = new_key(Some(&doomed.account.id), Some(&user.id), "second");
+    ok(store.create_key(&second_key).await, "create_key");
+    let day = 19_000;
+    let t = now();
+    ok(
+        store
+            .record_usage(&[
+                usage(&doomed.key, day, 3, t),
+                usage(&bystander.key, day, 4, t),
+            ])
+            .await,
+        "record_usage",
+    );
+
+    ok(
+        store.delete_account(&doomed.account.id).await,
+        "delete_account",
+    );
+
+    let id = &doomed.account.id;
+    not_found(store.get_account(id).await, "get_account after delete");
+    not_found(
+        store.find_account_by_name(&doomed.account.name).await,
+        "find_account_by_name after delete",
+    );
+    for u in [&doomed.owner, &user] {
+        not_found(store.get_user(id, &u.id).await, "get_user after delete");
+    }
+    for k in [&doomed.key, &second_key] {
+        not_found(store.get_key(Some(id), &k.id).await, "get_key after delete");
+        not_found(
+            store.find_key_by_hash(&k.hash).await,
+            "find_key_by_hash after delete",
+        );
+    }
+    let users = ok(store.list_users(id, &page(None, 10)).await, "list_users");
+    assert_eq!((users.items.len(), users.total), (0, 0));
+    let keys = ok(
+        store
+            .list_keys(Some(id), KeyFilter::All, now(), &page(None, 10))
+            .await,
+        "list_keys",
+    );
+    assert_eq!((keys.items.len(), keys.total), (0, 0));
+    assert_eq!(
+        ok(store.usage_by_day(id, day, day).await, "usage_by_day"),
+        vec![]
+    );
+    not_found(store.delete_account(id).await, "delete_account twice");
+
+    // Nothing of the other account went with it.
+    assert_eq!(
+        ok(
+            store.get_account(&bystander.account.id).await,
+            "get_account"
+        ),
+        bystander.account
+    );
+    assert_eq!(
+        ok(
+            store.find_key_by_hash(&bystander.key.hash).await,
+            "find_key_by_hash"
+        )
+        .key,
+        ApiKey {
+            last_used_at: Some(t),
+            ..bystander.key.clone()
+        }
+    );
+    assert_eq!(
+        ok(
+            store.usage_by_day(&bystander.account.id, day, day).await,
+            "usage_by_day"
+        ),
+        vec![row(&bystander.key, day, 4)]
+    );
+}
+
+pub async fn accounts_are_listed_in_creation_order_in_pages(store: &dyn Store) {
+    // Ids sort by creation time, so everything made after the marker follows it in the listing.
+    let marker = create_fixture(store, "page-marker").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            create_fixture(store, &format!("paged-{i}"))
+                .await
+                .account
+                .id,
+        );
+    }
+    let total = ok(store.list_accounts(&page(None, 1)).await, "list_accounts").total;
+    assert!(total >= 6, "total {total} counts every account");
+
+    let mut after = Some(marker.account.id.to_string());
+    let mut seen = Vec::new();
+    for expected_len in [2, 2, 1] {
+        let p = ok(
+            store.list_accounts(&page(after.as_deref(), 2)).await,
+            "list_accounts",
+        );
+        assert_eq!(p.items.len(), expected_len);
+        assert_eq!(p.total, total, "the total counts all pages");
+        assert_eq!(p.has_more, expected_len == 2);
+        seen.extend(p.items.iter().map(|a| a.id.clone()));
+        after = p.items.last().map(|a| a.id.to_string());
+    }
+    assert_eq!(seen, ids);
+
+    let first = ok(store.list_accounts(&page(None, 1)).await, "list_accounts");
+    assert_eq!(first.items.len(), 1);
+    assert!(first.has_more);
+    let all = ok(
+        store.list_accounts(&page(None, total as u32)).await,
+        "list_accounts",
+    );
+    assert_eq!(all.items.len() as u64, total);
+    assert!(!all.has_more);
+    assert!(all.items.windows(2).all(|w| w[0].id < w[1].id));
+
+    let past_the_end = ok(
+        store.list_accounts(&page(Some(ids[4].as_str()), 2)).await,
+        "list_accounts",
+    );
+    assert!(past_the_end.items.is_empty());
+    assert!(!past_the_end.has_more);
+    assert_eq!(past_the_end.total, total);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users.
+
+pub async fn users_are_created_and_found_by_username_in_any_case(store: &dyn Store) {
+    let f = create_fixture(store, "users").await;
+    let user = new_user(&f.account.id, &unique("jane.doe"));
+    ok(store.create_user(&user).await, "create_user");
+
+    assert_eq!(
+        ok(store.get_user(&f.account.id, &user.id).await, "get_user"),
+        user
+    );
+    for name in [user.username.clone(), user.username.to_uppercase()] {
+        assert_eq!(
+            ok(
+                store.find_user_by_username(&f.account.id, &name).await,
+                "find_user_by_username"
+            ),
+            user,
+            "looking up {name:?}"
+        );
+    }
+    not_found(
+        store.get_user(&f.account.id, &UserId::generate()).await,
+        "get_user with an unknown id",
+    );
+    not_found(
+        store
+            .find_user_by_username(&f.account.id, "nobody-by-this-name")
+            .await,
+        "find_user_by_username with an unknown name",
+    );
+}
+
+pub async fn user_updates_are_persisted(store: &dyn Store) {
+    let f = create_fixture(store, "user-update").await;
+    let user = new_user(&f.account.id, &unique("before"));
+    ok(store.create_user(&user).await, "create_user");
+
+    let mut changed = user.clone();
+    changed.email = "renamed@example.org".into();
+    changed.username = unique("after");
+    changed.first_name = "Renée".into();
+    changed.last_name = "O'Brien".into();
+    changed.role = Role::Admin;
+    changed.verifiers = PasswordVerifiers {
+        password: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        md5: None,
+        sha1: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdDI$aGFzaDI".into()),
+    };
+    changed.updated_at = user.updated_at + Duration::seconds(30);
+    ok(store.update_user(&changed).await, "update_user");
+
+    assert_eq!(
+        ok(store.get_user(&f.account.id, &user.id).await, "get_user"),
+        changed
+    );
+    assert_eq!(
+        ok(
+            store
+                .find_user_by_username(&f.account.id, &changed.username)
+                .await,
+            "find_user_by_username with the new name"
+        ),
+        changed
+    );
+    not_found(
+        store
+            .find_user_by_username(&f.account.id, &user.username)
+            .await,
+        "find_user_by_username with the old name",
+    );
+
+    let mut ghost = changed.clone();
+    ghost.id = UserId::generate();
+    not_found(
+        store.update_user(&ghost).await,
+        "update_user of an unknown user",
+    );
+}
+
+pub async fn usernames_are_unique_within_an_account_only(store: &dyn Store) {
+    let a = create_fixture(store, "usernames-a").await;
+    let b = create_fixture(store, "usernames-b").await;
+    let name = unique("shared.name");
+    let user = new_user(&a.account.id, &name);
+    ok(store.create_user(&user).await, "create_user");
+
+    let twin = new_user(&a.account.id, &name.to_uppercase());
+    conflict(
+        store.create_user(&twin).await,
+        "users_username",
+        "create_user with a username taken in another case",
+    );
+    not_found(
+        store.get_user(&a.account.id, &twin.id).await,
+        "get_user of the refused user",
+    );
+
+    let elsewhere = new_user(&b.account.id, &name);
+    ok(
+        store.create_user(&elsewhere).await,
+        "create_user with the same username in another account",
+    );
+    assert_eq!(
+        ok(
+            store.find_user_by_username(&b.account.id, &name).await,
+            "find_user_by_username"
+        ),
+        elsewhere
+    );
+    assert_eq!(
+        ok(
+            store.find_user_by_username(&a.account.id, &name).await,
+            "find_user_by_username"
+        ),
+        user
+    );
+
+    let mut renamed = a.owner.clone();
+    renamed.username = name.clone();
+    conflict(
+        store.update_user(&renamed).await,
+        "users_username",
+        "update_user to a taken username",
+    );
+    assert_eq!(
+        ok(store.get_user(&a.account.id, &a.owner.id).await, "get_user"),
+        a.owner
+    );
+}
+
+pub async fn users_of_another_account_are_not_found(store: &dyn Store) {
+    let a = create_fixture(store, "owner-a").await;
+    let b = create_fixture(store, "owner-b").await;
+    let user = new_user(&a.account.id, &unique("private"));
+    ok(store.create_user(&user).await, "create_user");
+
+    not_found(
+        store.get_user(&b.account.id, &user.id).await,
+        "get_user through another account",
+    );
+    not_found(
+        store
+            .find_user_by_username(&b.account.id, &user.username)
+            .await,
+        "find_user_by_username through another account",
+    );
+    let mut moved = user.clone();
+    moved.account_id = b.account.id.clone();
+    moved.email = "hijacked@example.org".into();
+    not_found(
+        store.update_user(&moved).await,
+        "update_user through another account",
+    );
+    not_found(
+        store.delete_user(&b.account.id, &user.id).await,
+        "delete_user through another account",
+    );
+    assert_eq!(
+        ok(store.get_user(&a.account.id, &user.id).await, "get_user"),
+        user
+    );
+}
+
+pub async fn deleted_users_are_gone(store: &dyn Store) {
+    let f = create_fixture(store, "user-delete").await;
+    let user = new_user(&f.account.id, &unique("leaving"));
+    ok(store.create_user(&user).await, "create_user");
+
+    ok(
+        store.delete_user(&f.account.id, &user.id).await,
+        "delete_user",
+    );
+    not_found(
+        store.get_user(&f.account.id, &user.id).await,
+        "get_user after delete",
+    );
+    not_found(
+        store
+            .find_user_by_username(&f.account.id, &user.username)
+            .await,
+        "find_user_by_username after delete",
+    );
+    not_found(
+        store.delete_user(&f.account.id, &user.id).await,
+        "delete_user twice",
+    );
+    assert_eq!(
+        ok(store.get_user(&f.account.id, &f.owner.id).await, "get_user"),
+        f.owner
+    );
+
+    // The username is free again.
+    let successor = new_user(&f.account.id, &user.username);
+    ok(
+        store.create_user(&successor).await,
+        "create_user with a freed username",
+    );
+}
+
+pub async fn users_are_listed_in_creation_order_in_pages(store: &dyn Store) {
+    let f = create_fixture(store, "user-list").await;
+    let other = create_fixture(store, "user-list-other").await;
+    let mut expected = vec![f.owner.clone()];
+    for i in 0..4 {
+        let user = new_user(&f.account.id, &unique(&format!("member{i}")));
+        ok(store.create_user(&user).await, "create_user");
+        expected.push(user);
+    }
+    ok(
+        store
+            .create_user(&new_user(&other.account.id, &unique("not-listed")))
+            .await,
+        "create_user",
+    );
+
+    let mut after: Option<String> = None;
+    let mut seen = Vec::new();
+    for expected_len in [2, 2, 1] {
+        let p = ok(
+            store
+                .list_users(&f.account.id, &page(after.as_deref(), 2))
+                .await,
+            "list_users",
+        );
+        assert_eq!(p.items.len(), expected_len);
+        assert_eq!(p.total, 5);
+        assert_eq!(p.has_more, expected_len == 2);
+        after = p.items.last().map(|u| u.id.to_string());
+        seen.extend(p.items);
+    }
+    assert_eq!(seen, expected);
+
+    let all = ok(
+        store.list_users(&f.account.id, &page(None, 100)).await,
+        "list_users",
+    );
+    assert_eq!(all.items, expected);
+    assert!(!all.has_more);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys.
+
+pub async fn keys_are_read_only_through_their_own_account(store: &dyn Store) {
+    let a = create_fixture(store, "keys-a").await;
+    let b = create_fixture(store, "keys-b").await;
+    let key = new_key(Some(&a.account.id), Some(&a.owner.id), "mine");
+    ok(store.create_key(&key).await, "create_key");
+
+    assert_eq!(
+        ok(store.get_key(Some(&a.account.id), &key.id).await, "get_key"),
+        key
+    );
+    not_found(
+        store.get_key(Some(&b.account.id), &key.id).await,
+        "get_key through another account",
+    );
+    not_found(
+        store.get_key(None, &key.id).await,
+        "get_key of an account's key as an operator key",
+    );
+    not_found(
+        store.get_key(Some(&a.account.id), &KeyId::generate()).await,
+        "get_key with an unknown id",
+    );
+}
+
+pub async fn operator_keys_belong_to_no_account(store: &dyn Store) {
+    let f = create_fixture(store, "beside-operator").await;
+    let key = new_key(None, None, "operator");
+    ok(store.create_key(&key).await, "create_key");
+
+    assert_eq!(ok(store.get_key(None, &key.id).await, "get_key"), key);
+    not_found(
+        store.get_key(Some(&f.account.id), &key.id).await,
+        "get_key of an operator key through an account",
+    );
+    let found = ok(store.find_key_by_hash(&key.hash).await, "find_key_by_hash");
+    assert_eq!(found.key, key);
+    assert_eq!(found.account, None);
+
+    let operators = ok(
+        store
+            .list_keys(None, KeyFilter::All, now(), &page(None, 100_000))
+            .await,
+        "list_keys of operator keys",
+    );
+    assert!(operators.items.contains(&key));
+    assert!(operators.items.iter().all(|k| k.account_id.is_none()));
+    let mine = ok(
+        store
+            .list_keys(Some(&f.account.id), KeyFilter::All, now(), &page(None, 100))
+            .await,
+        "list_keys",
+    );
+    assert_eq!(mine.items, vec![f.key.clone()]);
+}
+
+pub async fn a_key_is_found_by_its_hash_with_its_accounts_current_state(store: &dyn Store) {
+    let f = create_fixture(store, "by-hash").await;
+
+    let found = ok(
+        store.find_key_by_hash(&f.key.hash).await,
+        "find_key_by_hash",
+    );
+    assert_eq!(found.key, f.key);
+    assert_eq!(found.account.as_ref(), Some(&f.account));
+
+    // Authentication must see a disabled account without any change to the key.
+    let mut disabled = f.account.clone();
+    disabled.status = AccountStatus::Disabled;
+    disabled.updated_at = f.account.updated_at + Duration::seconds(1);
+    ok(store.update_account(&disabled).await, "update_account");
+    let found = ok(
+        store.find_key_by_hash(&f.key.hash).await,
+        "find_key_by_hash",
+    );
+    assert_eq!(found.account, Some(disabled));
+
+    not_found(
+        store
+            .find_key_by_hash(&KeyHash::of("ak_live_unknown"))
+            .await,
+        "find_key_by_hash with an unknown hash",
+    );
+}
+
+pub async fn key_hashes_are_unique(store: &dyn Store) {
+    let f = create_fixture(store, "hashes").await;
+    let mut copy = new_key(Some(&f.account.id), None, "copy");
+    copy.hash = f.key.hash;
+    conflict(
+        store.create_key(&copy).await,
+        "api_keys_hash",
+        "create_key with a stored hash",
+    );
+    not_found(
+        store.get_key(Some(&f.account.id), &copy.id).await,
+        "get_key of the refused key",
+    );
+}
+
+pub async fn keys_are_listed_under_the_status_they_have_at_the_given_time(store: &dyn Store) {
+    let f = create_fixture(store, "statuses").await;
+    let t = now();
+    let hour = Duration::hours(1);
+    let id = Some(&f.account.id);
+
+    let mut expiring_later = new_key(id, None, "expiring later");
+    expiring_later.expires_at = Some(t + hour);
+    let mut expired = new_key(id, None, "expired");
+    expired.expires_at = Some(t - hour);
+    let mut expiring_now = new_key(id, None, "expiring exactly now");
+    expiring_now.expires_at = Some(t);
+    let mut revoked = new_key(id, None, "revoked");
+    revoked.revoked_at = Some(t - hour);
+    let mut revoked_and_expired = new_key(id, None, "revoked and expired");
+    revoked_and_expired.revoked_at = Some(t - hour);
+    revoked_and_expired.expires_at = Some(t - hour);
+    let mut revoked_later = new_key(id, None, "revoked at a later time");
+    revoked_later.revoked_at = Some(t + hour);
+    let made = [
+        &expiring_later,
+        &expired,
+        &expiring_now,
+        &revoked,
+        &revoked_and_expired,
+        &revoked_later,
+    ];
+    for k in made {
+        ok(store.create_key(k).await, "create_key");
+    }
+    let mut all = vec![f.key.clone()];
+    all.extend(made.into_iter().cloned());
+
+    // At `t`, and an hour and a half later, when the later expiry and revocation have passed.
+    for at in [t, t + Duration::minutes(90)] {
+        for (filter, status) in [
+            (KeyFilter::All, None),
+            (KeyFilter::Active, Some(KeyStatus::Active)),
+            (KeyFilter::Revoked, Some(KeyStatus::Revoked)),
+            (KeyFilter::Expired, Some(KeyStatus::Expired)),
+        ] {
+            let expected: Vec<ApiKey> = all
+                .iter()
+                .filter(|k| status.is_none_or(|s| k.status_at(at) == s))
+                .cloned()
+                .collect();
+            let listed = ok(
+                store.list_keys(id, filter, at, &page(None, 100)).await,
+                "list_keys",
+            );
+            let names = |keys: &[ApiKey]| keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&listed.items), names(&expected), "{filter:?} at {at}");
+            assert_eq!(listed.items, expected, "{filter:?} at {at}");
+            assert_eq!(listed.total, expected.len() as u64, "{filter:?} at {at}");
+        }
+    }
+
+    // Spelled out, so the expectations above cannot all be wrong together.
+    let expired_now = ok(
+        store
+            .list_keys(id, KeyFilter::Expired, t, &page(None, 100))
+            .await,
+        "list_keys",
+    );
+    assert_eq!(
+        expired_now.items.iter().map(|k| &k.id).collect::<Vec<_>>(),
+        vec![&expired.id, &expiring_now.id]
+    );
+}
+
+pub async fn revoked_keys_are_listed_only_under_the_revoked_filter(store: &dyn Store) {
+    let f = create_fixture(store, "revoked").await;
+    let t = now();
+    let mut key = new_key(Some(&f.account.id), None, "to revoke");
+    ok(store.create_key(&key).await, "create_key");
+    key.revoked_at = Some(t - Duration::seconds(1));
+    ok(store.update_key(&key).await, "update_key");
+
+    for (filter, listed) in [
+        (KeyFilter::All, true),
+        (KeyFilter::Active, false),
+        (KeyFilter::Revoked, true),
+        (KeyFilter::Expired, false),
+    ] {
+        let p = ok(
+            store
+                .list_keys(Some(&f.account.id), filter, t, &page(None, 100))
+                .await,
+            "list_keys",
+        );
+        assert_eq!(p.items.contains(&key), listed, "{filter:?}");
+    }
+}
+
+pub async fn keys_are_listed_in_creation_order_in_pages(store: &dyn Store) {
+    let f = create_fixture(store, "key-pages").await;
+    let other = create_fixture(store, "key-pages-other").await;
+    let t = now();
+    let mut expected = vec![f.key.clone()];
+    for i in 0..4 {
+        let mut key = new_key(Some(&f.account.id), None, &format!("key {i}"));
+        if i % 2 == 1 {
+            key.revoked_at = Some(t - Duration::seconds(1));
+        }
+        ok(store.create_key(&key).await, "create_key");
+        expected.push(key);
+    }
+    ok(
+        store
+            .create_key(&new_key(Some(&other.account.id), None, "not listed"))
+            .await,
+        "create_key",
+    );
+
+    let mut after: Option<String> = None;
+    let mut seen = Vec::new();
+    for expected_len in [2, 2, 1] {
+        let p = ok(
+            store
+                .list_keys(
+                    Some(&f.account.id),
+                    KeyFilter::All,
+                    t,
+                    &page(after.as_deref(), 2),
+                )
+                .await,
+            "list_keys",
+        );
+        assert_eq!(p.items.len(), expected_len);
+        assert_eq!(p.total, 5);
+        assert_eq!(p.has_more, expected_len == 2);
+        after = p.items.last().map(|k| k.id.to_string());
+        seen.extend(p.items);
+    }
+    assert_eq!(seen, expected);
+
+    // A filter applies to the total and to the pages alike.
+    let active: Vec<ApiKey> = expected
+        .iter()
+        .filter(|k| k.revoked_at.is_none())
+        .cloned()
+        .collect();
+    let first = ok(
+        store
+            .list_keys(Some(&f.account.id), KeyFilter::Active, t, &page(None, 2))
+            .await,
+        "list_keys",
+    );
+    assert_eq!(first.items, active[..2]);
+    assert_eq!(first.total, 3);
+    assert!(first.has_more);
+    let rest = ok(
+        store
+            .list_keys(
+                Some(&f.account.id),
+                KeyFilter::Active,
+                t,
+                &page(Some(active[1].id.as_str()), 2),
+            )
+            .await,
+        "list_keys",
+    );
+    assert_eq!(rest.items, active[2..]);
+    assert_eq!(rest.total, 3);
+    assert!(!rest.has_more);
+}
+
+pub async fn key_updates_persist_every_mutable_field(store: &dyn Store) {
+    let f = create_fixture(store, "key-update").await;
+    let key = new_key(Some(&f.account.id), Some(&f.owner.id), "original");
+    ok(store.create_key(&key).await, "create_key");
+    let t = now();
+
+    let mut changed = key.clone();
+    changed.name = "renamed ✓".into();
+    changed.description = "used by the nightly export".into();
+    changed.scope = Scope::Admin;
+    changed.expires_at = Some(t + Duration::days(30));
+    changed.revoked_at = Some(t + Duration::milliseconds(1));
+    changed.rolled_to = Some(KeyId::generate());
+    changed.rate_limit = Some("10/second".into());
+    changed.metadata = json!({"team": "data", "tags": ["etl", "nightly"], "weight": 1.5, "n": 7});
+    ok(store.update_key(&changed).await, "update_key");
+    assert_eq!(
+        ok(store.get_key(Some(&f.account.id), &key.id).await, "get_key"),
+        changed
+    );
+
+    // Clearing optional fields is persisted too.
+    let mut cleared = changed.clone();
+    cleared.expires_at = None;
+    cleared.revoked_at = None;
+    cleared.rolled_to = None;
+    cleared.rate_limit = None;
+    cleared.metadata = json!({});
+    ok(store.update_key(&cleared).await, "update_key");
+    assert_eq!(
+        ok(store.get_key(Some(&f.account.id), &key.id).await, "get_key"),
+        cleared
+    );
+
+    let ghost = new_key(Some(&f.account.id), None, "never stored");
+    not_found(
+        store.update_key(&ghost).await,
+        "update_key of an unknown key",
+    );
+}
+
+pub async fn updating_a_key_keeps_its_last_use(store: &dyn Store) {
+    let f = create_fixture(store, "key-last-use").await;
+    let used_at = now();
+    let stale = f.key.clone();
+    ok(
+        store
+            .record_usage(&[usage(&f.key, 20_100, 1, used_at)])
+            .await,
+        "record_usage",
+    );
+
+    // `last_used_at` is written by usage batches only; a copy read before the batch must not
+    // take it back.
+    let mut renamed = stale;
+    renamed.name = "renamed".into();
+    ok(store.update_key(&renamed).await, "update_key");
+    let stored = ok(
+        store.get_key(Some(&f.account.id), &f.key.id).await,
+        "get_key",
+    );
+    assert_eq!(stored.name, "renamed");
+    assert_eq!(stored.last_used_at, Some(used_at));
+}
+
+pub async fn rolling_a_key_creates_the_new_one_and_updates_the_old_together(store: &dyn Store) {
+    let f = create_fixture(store, "roll").await;
+    let t = now();
+    let mut new = new_key(Some(&f.account.id), Some(&f.owner.id), "rolled");
+    new.scope = f.key.scope;
+    let mut old = f.key.clone();
+    old.expires_at = Some(t + Duration::hours(24));
+    old.rolled_to = Some(new.id.clone());
+    ok(store.roll_key(&old, &new).await, "roll_key");
+
+    assert_eq!(
+        ok(store.get_key(Some(&f.account.id), &old.id).await, "get_key"),
+        old
+    );
+    assert_eq!(
+        ok(store.get_key(Some(&f.account.id), &new.id).await, "get_key"),
+        new
+    );
+    assert_eq!(
+        ok(store.find_key_by_hash(&new.hash).await, "find_key_by_hash").key,
+        new
+    );
+    // During the grace period both keys are active; after it, only the new one.
+    let account = &f.account.id;
+    let active = |at| async move {
+        ok(
+            store
+                .list_keys(Some(account), KeyFilter::Active, at, &page(None, 10))
+                .await,
+            "list_keys",
+        )
+        .items
+    };
+    assert_eq!(active(t).await, vec![old.clone(), new.clone()]);
+    assert_eq!(active(t + Duration::hours(25)).await, vec![new.clone()]);
+
+    // Rolling with immediate revocation works the same way.
+    let mut newer = new_key(Some(&f.account.id), Some(&f.owner.id), "rolled again");
+    newer.scope = new.scope;
+    let mut retired = new.clone();
+    retired.revoked_at = Some(t);
+    retired.rolled_to = Some(newer.id.clone());
+    ok(store.roll_key(&retired, &newer).await, "roll_key");
+    assert_eq!(
+        ok(
+            store.get_key(Some(&f.account.id), &retired.id).await,
+            "get_key"
+        ),
+        retired
+    );
+    assert_eq!(
+        ok(
+            store.get_key(Some(&f.account.id), &newer.id).await,
+            "get_key"
+        ),
+        newer
+    );
+}
+
+pub async fn a_failed_roll_changes_nothing(store: &dyn Store) {
+    let f = create_fixture(store, "failed-roll").await;
+    let t = now();
+
+    // The new key clashes with a stored hash: the old key keeps its state.
+    let mut clash = new_key(Some(&f.account.id), None, "clash");
+    clash.hash = f.key.hash;
+    let mut old = f.key.clone();
+    old.revoked_at = Some(t);
+    old.rolled_to = Some(clash.id.clone());
+    conflict(
+        store.roll_key(&old, &clash).await,
+        "api_keys_hash",
+        "roll_key to a key with a stored hash",
+    );
+    assert_eq!(
+        ok(
+            store.get_key(Some(&f.account.id), &f.key.id).await,
+            "get_key"
+        ),
+        f.key
+    );
+
+    // The old key does not exist: the new key is not created either.
+    let missing = new_key(Some(&f.account.id), None, "never stored");
+    let orphan = new_key(Some(&f.account.id), None, "orphan");
+    not_found(
+        store.roll_key(&missing, &orphan).await,
+        "roll_key from an unknown key",
+    );
+    not_found(
+        store.get_key(Some(&f.account.id), &orphan.id).await,
+        "get_key of the orphan",
+    );
+    not_found(
+        store.find_key_by_hash(&orphan.hash).await,
+        "find_key_by_hash of the orphan",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage.
+
+pub async fn usage_accumulates_per_key_and_day_across_batches(store: &dyn Store) {
+    let f = create_fixture(store, "usage").await;
+    let second = new_key(Some(&f.account.id), None, "second");
+    ok(store.create_key(&second).await, "create_key");
+    let operator = new_key(None, None, "operator usage");
+    ok(store.create_key(&operator).await, "create_key");
+    let (d1, d2) = (20_200, 20_201);
+    let t = now();
+
+    ok(
+        store
+            .record_usage(&[
+                usage(&f.key, d1, 5, t),
+                usage(&second, d1, 1, t),
+                usage(&operator, d1, 9, t),
+            ])
+            .await,
+        "record_usage",
+    );
+    ok(
+        store
+            .record_usage(&[
+                usage(&f.key, d1, 7, t),
+                usage(&f.key, d2, 2, t),
+                // The same key and day twice in one batch adds up as well.
+                usage(&second, d2, 1, t),
+                usage(&second, d2, 3, t),
+            ])
+            .await,
+        "record_usage",
+    );
+    ok(
+        store.record_usage(&[]).await,
+        "record_usage of an empty batch",
+    );
+
+    let mut expected = vec![
+        row(&f.key, d1, 12),
+        row(&second, d1, 1),
+        row(&f.key, d2, 2),
+        row(&second, d2, 4),
+    ];
+    expected.sort_by(|a, b| (a.day, &a.key_id).cmp(&(b.day, &b.key_id)));
+    assert_eq!(
+        ok(
+            store.usage_by_day(&f.account.id, d1, d2).await,
+            "usage_by_day"
+        ),
+        expected
+    );
+}
+
+pub async fn last_use_only_moves_forward(store: &dyn Store) {
+    let f = create_fixture(store, "last-use").await;
+    let day = 20_300;
+    let t = now();
+    let read = || async {
+        ok(
+            store.get_key(Some(&f.account.id), &f.key.id).await,
+            "get_key",
+        )
+        .last_used_at
+    };
+    assert_eq!(read().await, None);
+
+    ok(
+        store.record_usage(&[usage(&f.key, day, 1, t)]).await,
+        "record_usage",
+    );
+    assert_eq!(read().await, Some(t));
+
+    // A batch flushed late, from a node that saw an older request, does not move it back.
+    ok(
+        store
+            .record_usage(&[usage(&f.key, day, 1, t - Duration::minutes(10))])
+            .await,
+        "record_usage",
+    );
+    assert_eq!(read().await, Some(t));
+
+    // Within one batch the newest timestamp wins, whatever the order.
+    let later = t + Duration::milliseconds(1);
+    let latest = t + Duration::seconds(5);
+    ok(
+        store
+            .record_usage(&[usage(&f.key, day, 1, latest), usage(&f.key, day, 1, later)])
+            .await,
+        "record_usage",
+    );
+    assert_eq!(read().await, Some(latest));
+    assert_eq!(
+        ok(
+            store.usage_by_day(&f.account.id, day, day).await,
+            "usage_by_day"
+        ),
+        vec![row(&f.key, day, 4)]
+    );
+}
+
+pub async fn usage_is_reported_for_the_requested_days_and_account_only(store: &dyn Store) {
+    let f = create_fixture(store, "usage-range").await;
+    let other = create_fixture(store, "usage-range-other").await;
+    let t = now();
+    let batch: Vec<UsageIncrement> = (20_400..20_405)
+        .map(|day| usage(&f.key, day, (day - 20_399) as u64, t))
+        .chain([usage(&other.key, 20_402, 100, t)])
+        .collect();
+    ok(store.record_usage(&batch).await, "record_usage");
+
+    assert_eq!(
+        ok(
+            store.usage_by_day(&f.account.id, 20_401, 20_403).await,
+            "usage_by_day"
+        ),
+        vec![
+            row(&f.key, 20_401, 2),
+            row(&f.key, 20_402, 3),
+            row(&f.key, 20_403, 4)
+        ],
+        "both ends of the range are included"
+    );
+    assert_eq!(
+        ok(
+            store.usage_by_day(&f.account.id, 20_404, 20_404).await,
+            "usage_by_day"
+        ),
+        vec![row(&f.key, 20_404, 5)]
+    );
+    assert_eq!(
+        ok(
+            store.usage_by_day(&f.account.id, 20_405, 20_500).await,
+            "usage_by_day"
+        ),
+        vec![]
+    );
+    assert_eq!(
+        ok(
+            store.usage_by_day(&f.account.id, 20_403, 20_401).await,
+            "usage_by_day"
+        ),
+        vec![],
+        "an inverted range is empty"
+    );
+}
+
+pub async fn usage_batches_flushed_at_once_by_several_nodes_all_count(store: &dyn Store) {
+    let f = create_fixture(store, "usage-concurrent").await;
+    let mut keys = vec![f.key.clone()];
+    for i in 0..11 {
+        let key = new_key(Some(&f.account.id), None, &format!("busy {i}"));
+        ok(store.create_key(&key).await, "create_key");
+        keys.push(key);
+    }
+    let day = 20_500;
+    let t = now();
+    let rounds = 5;
+
+    // Two nodes flush the same keys in opposite orders, at the same time: a backend that locks
+    // rows in the order given can deadlock here and lose a batch.
+    for round in 0..rounds {
+        let at = t + Duration::milliseconds(round);
+        let forward: Vec<UsageIncrement> = keys.iter().map(|k| usage(k, day, 1, at)).collect();
+        let backward: Vec<UsageIncrement> = forward.iter().rev().cloned().collect();
+        let (a, b) = both(store.record_usage(&forward), store.record_usage(&backward)).await;
+        ok(a, "record_usage, first node");
+        ok(b, "record_usage, second node");
+    }
+
+    let mut expected: Vec<UsageRow> = keys
+        .iter()
+        .map(|k| row(k, day, 2 * rounds as u64))
+        .collect();
+    expected.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+    assert_eq!(
+        ok(
+            store.usage_by_day(&f.account.id, day, day).await,
+            "usage_by_day"
+        ),
+        expected
+    );
+    let last = ok(
+        store.get_key(Some(&f.account.id), &keys[5].id).await,
+        "get_key",
+    );
+    assert_eq!(
+        last.last_used_at,
+        Some(t + Duration::milliseconds(rounds - 1))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks.
+
+/// Drives two futures at once on the caller's task (this crate has no runtime to spawn on).
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = pin!(a);
+    let mut b = pin!(b);
+    let (mut done_a, mut done_b) = (None, None);
+    poll_fn(|cx| {
+        if done_a.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                done_a = Some(v);
+            }
+        }
+        if done_b.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                done_b = Some(v);
+            }
+        }
+        if done_a.is_some() && done_b.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    (
+        done_a.expect("the first future finished"),
+        done_b.expect("the second future finished"),
+    )
+}
+
+/// An account as `create_account` stored it.
+struct Fixture {
+    account: Account,
+    owner: User,
+    key: ApiKey,
+}
+
+async fn create_fixture(store: &dyn Store, label: &str) -> Fixture {
+    let (account, owner, key) = new_account(label);
+    ok(
+        store.create_account(&account, &owner, &key).await,
+        "create_account",
+    );
+    Fixture {
+        account,
+        owner,
+        key,
+    }
+}
+
+fn new_account(label: &str) -> (Account, User, ApiKey) {
+    let t = now();
+    let account = Account {
+        id: AccountId::generate(),
+        name: unique(label),
+        email: "owner@example.com".into(),
+        plan: "free".into(),
+        status: AccountStatus::Active,
+        created_at: t,
+        updated_at: t,
+    };
+    let mut owner = new_user(&account.id, &unique("owner"));
+    owner.role = Role::Owner;
+    let mut key = new_key(Some(&account.id), Some(&owner.id), "first key");
+    key.scope = Scope::Admin;
+    (account, owner, key)
+}
+
+fn new_user(account: &AccountId, username: &str) -> User {
+    let t = now();
+    User {
+        id: UserId::generate(),
+        account_id: account.clone(),
+        email: format!("{}@example.com", username.to_lowercase()),
+        // Stored lower-cased; the tests compare whole records, so they build them that way.
+        username: username.to_lowercase(),
+        first_name: "Jane".into(),
+        last_name: "Doe".into(),
+        role: Role::Member,
+        verifiers: PasswordVerifiers {
+            password: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$cGFzc3dvcmQ".into()),
+            md5: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$bWQ1".into()),
+            sha1: None,
+        },
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+fn new_key(account: Option<&AccountId>, created_by: Option<&UserId>, name: &str) -> ApiKey {
+    let generated = key::generate("kg", Environment::Test).expect("the test prefix is valid");
+    ApiKey {
+        id: KeyId::generate(),
+        account_id: account.cloned(),
+        created_by: created_by.cloned(),
+        name: name.into(),
+        description: String::new(),
+        scope: Scope::Write,
+        environment: Environment::Test,
+        hash: generated.hash,
+        start: generated.start.clone(),
+        last4: generated.last4.clone(),
+        expires_at: None,
+        revoked_at: None,
+        rolled_to: None,
+        rate_limit: None,
+        metadata: json!({"purpose": "conformance"}),
+        created_at: now(),
+        last_used_at: None,
+    }
+}
+
+fn usage(key: &ApiKey, day: i32, requests: u64, at: OffsetDateTime) -> UsageIncrement {
+    UsageIncrement {
+        key_id: key.id.clone(),
+        account_id: key.account_id.clone(),
+        day,
+        requests,
+        last_used_at: at,
+    }
+}
+
+fn row(key: &ApiKey, day: i32, requests: u64) -> UsageRow {
+    UsageRow {
+        key_id: key.id.clone(),
+        day,
+        requests,
+    }
+}
+
+fn page(after: Option<&str>, limit: u32) -> PageRequest {
+    PageRequest {
+        after: after.map(str::to_owned),
+        limit,
+    }
+}
+
+/// The current time cut to whole milliseconds, the precision the backends keep.
+fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
+        .expect("a whole number of milliseconds is a valid nanosecond")
+}
+
+/// A name no other run or function uses: a per-process counter and the random tail of a fresh
+/// id, so suites that share a database never collide.
+fn unique(label: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let id = AccountId::generate();
+    let tail = &id.as_str()[id.as_str().len() - 10..];
+    format!("{label}-{n}-{tail}")
+}
+
+fn ok<T>(result: StoreResult<T>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(err) => panic!("{what}: expected success, got {err:?}"),
+    }
+}
+
+fn not_found<T: Debug>(result: StoreResult<T>, what: &str) {
+    match result {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{what}: expected NotFound, got {other:?}"),
+    }
+}
+
+fn conflict<T: Debug>(result: StoreResult<T>, rule: &str, what: &str) {
+    match result {
+        Err(StoreError::Conflict(r)) if r == rule => {}
+        other => panic!("{what}: expected Conflict({rule:?}), got {other:?}"),
+    }
+}

@@ -107,7 +107,10 @@ pub trait Store: Send + Sync + 'static {
     async fn roll_key(&self, old: &ApiKey, new: &ApiKey) -> StoreResult<()>;
 
     // Usage.
+    /// Adds each increment to its (key, day) row and moves the key's `last_used_at` forward,
+    /// never back: batches from several nodes may arrive out of order.
     async fn record_usage(&self, batch: &[UsageIncrement]) -> StoreResult<()>;
+    /// The account's rows with `from_day <= day <= to_day`, ordered by day, then key id.
     async fn usage_by_day(
         &self,
         account: &AccountId,
