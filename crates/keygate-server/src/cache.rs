@@ -1,62 +1,175 @@
-//! The key cache of the hot path: key hash → the key with its account, bounded in size and in
-//! age. Changes to a key (revoke, roll, patch) invalidate its entry at once on this node.
+//! The caches of the hot path, bounded in size and in age:
+//! - key hash → the key with its account (API-key requests);
+//! - key id → the same (token requests: a token names the key it was minted from);
+//! - user id → the user with their account (tokens from `user_auth`).
 //!
-//! A read that missed the cache and went to the database may race with a revocation: it could
-//! read the key before the revocation is written and insert it after the invalidation. The
-//! epoch closes that gap: every invalidation bumps it, and a miss that sees the epoch move
-//! while it was reading removes what it inserted.
+//! A change invalidates its entries at once on this node, and on the others through the
+//! revocation feed (see `revocation.rs`). A read that missed the cache and went to the database
+//! may race with a revocation: it could read the key before the revocation is written and insert
+//! it after the invalidation. The epoch closes that gap: every invalidation bumps it, and a miss
+//! that sees the epoch move while it was reading removes what it inserted.
 
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_core::KeyHash;
-use keygate_store::KeyWithAccount;
+use keygate_core::{KeyHash, KeyId, UserId};
+use keygate_store::{Account, KeyWithAccount, User};
 
-pub struct KeyCache {
-    entries: moka::sync::Cache<KeyHash, Arc<KeyWithAccount>>,
+pub struct UserWithAccount {
+    pub user: User,
+    pub account: Account,
+}
+
+pub struct Caches {
+    by_hash: moka::sync::Cache<KeyHash, Arc<KeyWithAccount>>,
+    by_id: moka::sync::Cache<KeyId, Arc<KeyWithAccount>>,
+    users: moka::sync::Cache<UserId, Arc<UserWithAccount>>,
     epoch: AtomicU64,
 }
 
-impl KeyCache {
+impl Caches {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
-        KeyCache {
-            entries: moka::sync::Cache::builder()
+        fn build<K: Hash + Eq + Send + Sync + 'static, V: Clone + Send + Sync + 'static>(
+            capacity: u64,
+            ttl: Duration,
+        ) -> moka::sync::Cache<K, V> {
+            moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .build(),
+                .build()
+        }
+        Caches {
+            by_hash: build(capacity, ttl),
+            by_id: build(capacity, ttl),
+            users: build(capacity, ttl),
             epoch: AtomicU64::new(0),
         }
     }
 
     /// Hot path: a hash lookup, no allocation.
-    pub fn get(&self, hash: &KeyHash) -> Option<Arc<KeyWithAccount>> {
-        self.entries.get(hash)
+    pub fn key_by_hash(&self, hash: &KeyHash) -> Option<Arc<KeyWithAccount>> {
+        self.by_hash.get(hash)
     }
 
-    /// Call before reading the database on a miss; pass the value to [`Self::insert`].
+    pub fn key_by_id(&self, id: &KeyId) -> Option<Arc<KeyWithAccount>> {
+        self.by_id.get(id)
+    }
+
+    pub fn user(&self, id: &UserId) -> Option<Arc<UserWithAccount>> {
+        self.users.get(id)
+    }
+
+    /// Call before reading the database on a miss; pass the value to an `insert_*`.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub fn insert(&self, hash: KeyHash, value: Arc<KeyWithAccount>, epoch_before_read: u64) {
+    fn insert<K: Hash + Eq + Send + Sync + Clone + 'static, V: Clone + Send + Sync + 'static>(
+        &self,
+        cache: &moka::sync::Cache<K, V>,
+        k: K,
+        v: V,
+        epoch_before_read: u64,
+    ) {
         if self.epoch() != epoch_before_read {
             return;
         }
-        self.entries.insert(hash, value);
+        cache.insert(k.clone(), v);
         if self.epoch() != epoch_before_read {
-            self.entries.invalidate(&hash);
+            cache.invalidate(&k);
         }
     }
 
-    pub fn invalidate(&self, hash: &KeyHash) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.invalidate(hash);
+    pub fn insert_by_hash(&self, hash: KeyHash, v: Arc<KeyWithAccount>, epoch: u64) {
+        self.insert(&self.by_hash, hash, v, epoch);
     }
 
-    /// After a change that touches many keys (an account disabled or deleted).
+    pub fn insert_by_id(&self, id: KeyId, v: Arc<KeyWithAccount>, epoch: u64) {
+        self.insert(&self.by_id, id, v, epoch);
+    }
+
+    pub fn insert_user(&self, id: UserId, v: Arc<UserWithAccount>, epoch: u64) {
+        self.insert(&self.users, id, v, epoch);
+    }
+
+    pub fn invalidate_key(&self, hash: &KeyHash, id: &KeyId) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.by_hash.invalidate(hash);
+        self.by_id.invalidate(id);
+    }
+
+    pub fn invalidate_user(&self, id: &UserId) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.users.invalidate(id);
+    }
+
+    /// After a change that touches many entries (an account disabled or deleted).
     pub fn invalidate_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.entries.invalidate_all();
+        self.by_hash.invalidate_all();
+        self.by_id.invalidate_all();
+        self.users.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_core::{Environment, Scope};
+    use keygate_store::ApiKey;
+
+    fn entry() -> (KeyHash, KeyId, Arc<KeyWithAccount>) {
+        let hash = KeyHash::of("k");
+        let id = KeyId::generate();
+        let now = time::OffsetDateTime::now_utc();
+        let key = ApiKey {
+            id: id.clone(),
+            account_id: None,
+            created_by: None,
+            name: "n".into(),
+            description: String::new(),
+            scope: Scope::Read,
+            environment: Environment::Live,
+            hash,
+            start: "ak_live_abcd".into(),
+            last4: "wxyz".into(),
+            expires_at: None,
+            revoked_at: None,
+            rolled_to: None,
+            rate_limit: None,
+            metadata: serde_json::json!({}),
+            created_at: now,
+            last_used_at: None,
+        };
+        (hash, id, Arc::new(KeyWithAccount { key, account: None }))
+    }
+
+    #[test]
+    fn a_read_that_raced_with_an_invalidation_is_not_cached() {
+        let caches = Caches::new(10, Duration::from_secs(60));
+        let (hash, id, value) = entry();
+        let before = caches.epoch();
+        // The key is revoked while the miss is reading the database…
+        caches.invalidate_key(&hash, &id);
+        // …so what the miss read must not be cached.
+        caches.insert_by_hash(hash, value.clone(), before);
+        assert!(caches.key_by_hash(&hash).is_none());
+        let now = caches.epoch();
+        caches.insert_by_hash(hash, value, now);
+        assert!(caches.key_by_hash(&hash).is_some());
+    }
+
+    #[test]
+    fn invalidating_a_key_drops_it_by_hash_and_by_id() {
+        let caches = Caches::new(10, Duration::from_secs(60));
+        let (hash, id, value) = entry();
+        let e = caches.epoch();
+        caches.insert_by_hash(hash, value.clone(), e);
+        caches.insert_by_id(id.clone(), value, e);
+        caches.invalidate_key(&hash, &id);
+        assert!(caches.key_by_hash(&hash).is_none());
+        assert!(caches.key_by_id(&id).is_none());
     }
 }

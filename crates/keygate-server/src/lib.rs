@@ -4,10 +4,13 @@
 
 pub mod api;
 pub mod cache;
+pub mod crossbar;
 pub mod http;
 pub mod ops;
+pub mod revocation;
 pub mod service;
 pub mod state;
+pub mod tokens;
 pub mod usage;
 
 use std::net::SocketAddr;
@@ -58,6 +61,7 @@ fn all_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(ops::routes())
         .merge(api::routes())
+        .merge(crossbar::routes())
 }
 
 /// The OpenAPI document of every route, built from the handlers' annotations.
@@ -80,18 +84,30 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn route_not_found(uri: Uri) -> ApiError {
+/// Answers in the shape of the surface the path belongs to.
+fn surface_error(uri: &Uri, err: ApiError) -> Response {
+    if crossbar::owns(uri.path()) {
+        crossbar::CbError(err).into_response()
+    } else {
+        err.into_response()
+    }
+}
+
+async fn route_not_found(uri: Uri) -> Response {
     let path = uri.path();
     let shown = if path.len() > 100 {
         &path[..path.floor_char_boundary(100)]
     } else {
         path
     };
-    ApiError::NotFound(format!("No route for {shown}"))
+    surface_error(&uri, ApiError::NotFound(format!("No route for {shown}")))
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed("This method is not allowed on this route".into())
+async fn method_not_allowed(uri: Uri) -> Response {
+    surface_error(
+        &uri,
+        ApiError::MethodNotAllowed("This method is not allowed on this route".into()),
+    )
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -128,6 +144,7 @@ pub fn start(state: AppState, listener: TcpListener) -> anyhow::Result<RunningSe
     let (stop, stopped) = watch::channel(false);
     let app = router(state.clone());
     let flusher = tokio::spawn(flush_usage(state.clone(), stopped.clone()));
+    tokio::spawn(revocation::follow(state.clone(), stopped.clone()));
     let mut serve_stopped = stopped.clone();
     let task = tokio::spawn(async move {
         let serving = axum::serve(

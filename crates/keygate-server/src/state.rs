@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use keygate_store::Store;
 
-use crate::cache::KeyCache;
+use crate::cache::Caches;
+use crate::revocation::FeedCursor;
+use crate::tokens::{load_master_key, TokenService};
 use crate::usage::UsageRecorder;
 
 /// The server's settings, resolved from flags, environment and file by the binary.
@@ -29,6 +31,13 @@ pub struct Config {
     /// A cached key is re-read after this long even without an invalidation; it bounds how
     /// stale another node's change can look when no Redis carries invalidations.
     pub key_cache_ttl: Duration,
+    /// Base64 of 32 bytes. `None`: the file `master.key` in `data_dir`, created on first start.
+    /// Nodes sharing a database must share it.
+    pub master_key: Option<String>,
+    pub token_ttl: Duration,
+    pub token_algorithm: keygate_token::Algorithm,
+    /// The `iss` of every token.
+    pub token_issuer: String,
 }
 
 impl Config {
@@ -43,6 +52,10 @@ impl Config {
             usage_flush_interval: Duration::from_secs(2),
             key_cache_capacity: 100_000,
             key_cache_ttl: Duration::from_secs(30),
+            master_key: None,
+            token_ttl: Duration::from_secs(3600),
+            token_algorithm: keygate_token::Algorithm::Rs256,
+            token_issuer: "keygate".into(),
         }
     }
 
@@ -63,8 +76,11 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub store: Arc<dyn Store>,
     pub config: Config,
-    pub keys: KeyCache,
+    pub caches: Caches,
     pub usage: UsageRecorder,
+    pub tokens: TokenService,
+    /// Where this node is in the revocation feed.
+    pub feed: FeedCursor,
 }
 
 impl Deref for AppState {
@@ -89,16 +105,34 @@ impl AppState {
             .await
             .context("opening the database")?;
         store.migrate().await.context("migrating the database")?;
-        Ok(Self::with_store(store, config))
-    }
-
-    pub fn with_store(store: Arc<dyn Store>, config: Config) -> Self {
-        let keys = KeyCache::new(config.key_cache_capacity, config.key_cache_ttl);
-        AppState(Arc::new(Inner {
+        if config.master_key.is_none() && config.database_url.is_some() {
+            tracing::warn!(
+                "no master key configured: using {}/master.key; every node sharing this database needs the same one (KEYGATE_MASTER_KEY)",
+                config.data_dir.display()
+            );
+        }
+        let master = load_master_key(config.master_key.as_deref(), &config.data_dir)?;
+        let tokens = TokenService::load(
+            store.as_ref(),
+            master,
+            config.token_issuer.clone(),
+            config.token_ttl,
+            config.token_algorithm,
+        )
+        .await
+        .context("loading the token signing keys")?;
+        let caches = Caches::new(config.key_cache_capacity, config.key_cache_ttl);
+        let state = AppState(Arc::new(Inner {
             store,
-            keys,
+            caches,
             usage: UsageRecorder::default(),
+            tokens,
+            feed: FeedCursor::default(),
             config,
-        }))
+        }));
+        crate::revocation::prime(&state)
+            .await
+            .context("reading the revocation feed")?;
+        Ok(state)
     }
 }

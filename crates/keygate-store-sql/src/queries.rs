@@ -22,7 +22,8 @@ pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Backend(format!("a stored {what} could not be read back"))
 }
 
-pub(crate) const ACCOUNT_COLUMNS: &str = "id, name, email, plan, status, created_at, updated_at";
+pub(crate) const ACCOUNT_COLUMNS: &str =
+    "id, name, email, plan, status, api_key_id, created_at, updated_at";
 pub(crate) const USER_COLUMNS: &str =
     "id, account_id, email, username, first_name, last_name, role, \
      password_verifier, md5_verifier, sha1_verifier, created_at, updated_at";
@@ -35,9 +36,9 @@ macro_rules! sql_store {
         use async_trait::async_trait;
         use keygate_core::{AccountId, Environment, KeyHash, KeyId, Scope, UserId};
         use keygate_store::{
-            Account, AccountStatus, ApiKey, KeyFilter, KeyWithAccount, Page, PageRequest,
-            PasswordVerifiers, Role, Store, StoreError, StoreResult, UsageIncrement, UsageRow,
-            User,
+            Account, AccountStatus, ApiKey, CredentialDigest, KeyFilter, KeyWithAccount, Page,
+            PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role, SigningKeyRecord,
+            Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
         };
         use sqlx::Row as _;
         use time::OffsetDateTime;
@@ -75,6 +76,7 @@ macro_rules! sql_store {
                 plan: text(row, &col("plan"))?,
                 status: AccountStatus::parse(&text(row, &col("status"))?)
                     .ok_or_else(|| corrupt("account status"))?,
+                api_key_id: opt_text(row, &col("api_key_id"))?.map(KeyId::from_trusted),
                 created_at: from_ms(int(row, &col("created_at"))?)?,
                 updated_at: from_ms(int(row, &col("updated_at"))?)?,
             })
@@ -277,6 +279,33 @@ macro_rules! sql_store {
             Ok(Page { items, total: total as u64, has_more })
         }
 
+        /// A key joined with its account, by `column` (`k.key_hash` or `k.id`).
+        async fn key_with_account(pool: &sqlx::Pool<$Db>, column: &str, value: String) -> StoreResult<KeyWithAccount> {
+            let sql = format!(
+                "SELECT {KEY_COLUMNS}, a.id AS a_id, a.name AS a_name, a.email AS a_email, a.plan AS a_plan, \
+                 a.status AS a_status, a.api_key_id AS a_api_key_id, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
+                 FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id WHERE {column} = $1"
+            );
+            let row = sqlx::query(&sql).bind(value).fetch_one(pool).await.map_err(map_err)?;
+            let key = key_from_row(&row)?;
+            let account = match opt_text(&row, "a_id")? {
+                Some(_) => Some(account_from_row(&row, "a_")?),
+                None if key.account_id.is_some() => return Err(StoreError::NotFound),
+                None => None,
+            };
+            Ok(KeyWithAccount { key, account })
+        }
+
+        fn revocation_from_row(row: &DbRow) -> StoreResult<Revocation> {
+            Ok(Revocation {
+                id: int(row, "id")?,
+                kind: RevocationKind::parse(&text(row, "kind")?).ok_or_else(|| corrupt("revocation kind"))?,
+                subject: text(row, "subject")?,
+                expires_at: opt_from_ms(opt_int(row, "expires_at")?)?,
+                created_at: from_ms(int(row, "created_at")?)?,
+            })
+        }
+
         #[async_trait]
         impl Store for $Store {
             fn backend_name(&self) -> &'static str {
@@ -295,8 +324,8 @@ macro_rules! sql_store {
             async fn create_account(&self, a: &Account, owner: &User, first_key: &ApiKey) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(
-                    "INSERT INTO accounts (id, name, name_lower, email, plan, status, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO accounts (id, name, name_lower, email, plan, status, created_at, updated_at, \
+                     api_key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(a.id.as_str())
                 .bind(&a.name)
@@ -306,6 +335,7 @@ macro_rules! sql_store {
                 .bind(a.status.as_str())
                 .bind(to_ms(a.created_at))
                 .bind(to_ms(a.updated_at))
+                .bind(a.api_key_id.as_ref().map(|k| k.as_str()))
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
@@ -333,7 +363,7 @@ macro_rules! sql_store {
             async fn update_account(&self, a: &Account) -> StoreResult<()> {
                 let done = sqlx::query(
                     "UPDATE accounts SET name = $1, name_lower = $2, email = $3, plan = $4, status = $5, \
-                     updated_at = $6 WHERE id = $7",
+                     updated_at = $6, api_key_id = $7 WHERE id = $8",
                 )
                 .bind(&a.name)
                 .bind(a.name.to_lowercase())
@@ -341,6 +371,7 @@ macro_rules! sql_store {
                 .bind(&a.plan)
                 .bind(a.status.as_str())
                 .bind(to_ms(a.updated_at))
+                .bind(a.api_key_id.as_ref().map(|k| k.as_str()))
                 .bind(a.id.as_str())
                 .execute(&self.pool)
                 .await
@@ -419,6 +450,26 @@ macro_rules! sql_store {
                 user_from_row(&row)
             }
 
+            async fn find_user_by_credential(
+                &self,
+                account: &AccountId,
+                digest: CredentialDigest,
+                lookup: &str,
+            ) -> StoreResult<User> {
+                let column = match digest {
+                    CredentialDigest::Md5 => "md5_verifier",
+                    CredentialDigest::Sha1 => "sha1_verifier",
+                };
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE account_id = $1 AND {column} = $2");
+                let row = sqlx::query(&sql)
+                    .bind(account.as_str())
+                    .bind(lookup)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                user_from_row(&row)
+            }
+
             async fn update_user(&self, u: &User) -> StoreResult<()> {
                 let done = sqlx::query(
                     "UPDATE users SET email = $1, username = $2, first_name = $3, last_name = $4, role = $5, \
@@ -488,19 +539,11 @@ macro_rules! sql_store {
             }
 
             async fn find_key_by_hash(&self, hash: &KeyHash) -> StoreResult<KeyWithAccount> {
-                let sql = format!(
-                    "SELECT {KEY_COLUMNS}, a.id AS a_id, a.name AS a_name, a.email AS a_email, a.plan AS a_plan, \
-                     a.status AS a_status, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
-                     FROM api_keys k LEFT JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1"
-                );
-                let row = sqlx::query(&sql).bind(hash.to_hex()).fetch_one(&self.pool).await.map_err(map_err)?;
-                let key = key_from_row(&row)?;
-                let account = match opt_text(&row, "a_id")? {
-                    Some(_) => Some(account_from_row(&row, "a_")?),
-                    None if key.account_id.is_some() => return Err(StoreError::NotFound),
-                    None => None,
-                };
-                Ok(KeyWithAccount { key, account })
+                key_with_account(&self.pool, "k.key_hash", hash.to_hex()).await
+            }
+
+            async fn find_key_by_id(&self, id: &KeyId) -> StoreResult<KeyWithAccount> {
+                key_with_account(&self.pool, "k.id", id.as_str().to_owned()).await
             }
 
             async fn list_keys(
@@ -575,6 +618,113 @@ macro_rules! sql_store {
                     .map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)
+            }
+
+            async fn insert_signing_key(&self, k: &SigningKeyRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, sealed, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&k.kid)
+                .bind(&k.alg)
+                .bind(&k.sealed)
+                .bind(to_ms(k.created_at))
+                .bind(k.retired_at.map(to_ms))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+                let rows = sqlx::query(
+                    "SELECT kid, alg, sealed, created_at, retired_at FROM signing_keys ORDER BY created_at, kid",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(SigningKeyRecord {
+                            kid: text(r, "kid")?,
+                            alg: text(r, "alg")?,
+                            sealed: text(r, "sealed")?,
+                            created_at: from_ms(int(r, "created_at")?)?,
+                            retired_at: opt_from_ms(opt_int(r, "retired_at")?)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn retire_signing_keys_except(&self, kid: &str, at: OffsetDateTime) -> StoreResult<()> {
+                // Only keys older than the new one: two nodes rotating at once leave the newer
+                // key active instead of retiring each other's.
+                sqlx::query(
+                    "UPDATE signing_keys SET retired_at = $1 WHERE kid <> $2 AND retired_at IS NULL \
+                     AND created_at <= (SELECT created_at FROM signing_keys WHERE kid = $2)",
+                )
+                .bind(to_ms(at))
+                .bind(kid)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn publish_revocation(&self, r: &Revocation) -> StoreResult<()> {
+                sqlx::query("INSERT INTO revocations (kind, subject, expires_at, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(r.kind.as_str())
+                    .bind(&r.subject)
+                    .bind(r.expires_at.map(to_ms))
+                    .bind(to_ms(r.created_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn revocations_after(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Revocation>> {
+                let rows = sqlx::query(
+                    "SELECT id, kind, subject, expires_at, created_at FROM revocations WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after_id)
+                .bind(limit as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter().map(revocation_from_row).collect()
+            }
+
+            async fn latest_revocation_id(&self) -> StoreResult<i64> {
+                let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS n FROM revocations")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                int(&row, "n")
+            }
+
+            async fn prune_revocations(&self, now: OffsetDateTime, before: OffsetDateTime) -> StoreResult<u64> {
+                let done = sqlx::query(
+                    "DELETE FROM revocations WHERE (expires_at IS NOT NULL AND expires_at < $1) \
+                     OR (expires_at IS NULL AND created_at < $2)",
+                )
+                .bind(to_ms(now))
+                .bind(to_ms(before))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn active_token_revocations(&self, now: OffsetDateTime) -> StoreResult<Vec<Revocation>> {
+                let rows = sqlx::query(
+                    "SELECT id, kind, subject, expires_at, created_at FROM revocations \
+                     WHERE kind = 'token' AND expires_at >= $1 ORDER BY id",
+                )
+                .bind(to_ms(now))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.iter().map(revocation_from_row).collect()
             }
 
             async fn usage_by_day(&self, account: &AccountId, from_day: i32, to_day: i32) -> StoreResult<Vec<UsageRow>> {

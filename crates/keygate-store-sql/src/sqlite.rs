@@ -9,7 +9,8 @@ use sqlx::{Executor, Sqlite, SqlitePool};
 
 use crate::migrate::{migrations, statements, Migration, CREATE_TABLE};
 
-const MIGRATIONS: &[Migration] = migrations!("sqlite": 1 => "0001_core.sql");
+const MIGRATIONS: &[Migration] =
+    migrations!("sqlite": 1 => "0001_core.sql", 2 => "0002_tokens.sql");
 
 pub struct SqliteStore {
     pool: SqlitePool,

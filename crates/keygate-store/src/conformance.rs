@@ -1276,6 +1276,7 @@ fn new_account(label: &str) -> (Account, User, ApiKey) {
         email: "owner@example.com".into(),
         plan: "free".into(),
         status: AccountStatus::Active,
+        api_key_id: None,
         created_at: t,
         updated_at: t,
     };
@@ -1283,6 +1284,10 @@ fn new_account(label: &str) -> (Account, User, ApiKey) {
     owner.role = Role::Owner;
     let mut key = new_key(Some(&account.id), Some(&owner.id), "first key");
     key.scope = Scope::Admin;
+    let account = Account {
+        api_key_id: Some(key.id.clone()),
+        ..account
+    };
     (account, owner, key)
 }
 

@@ -83,6 +83,13 @@ pub trait Store: Send + Sync + 'static {
     /// `username` is compared lower-cased.
     async fn find_user_by_username(&self, account: &AccountId, username: &str)
         -> StoreResult<User>;
+    /// The user whose Crossbar credential lookup value (see [`PasswordVerifiers`]) is `lookup`.
+    async fn find_user_by_credential(
+        &self,
+        account: &AccountId,
+        digest: CredentialDigest,
+        lookup: &str,
+    ) -> StoreResult<User>;
     async fn update_user(&self, user: &User) -> StoreResult<()>;
     async fn delete_user(&self, account: &AccountId, id: &UserId) -> StoreResult<()>;
     async fn list_users(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Page<User>>;
@@ -93,6 +100,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_key(&self, account: Option<&AccountId>, id: &KeyId) -> StoreResult<ApiKey>;
     /// The hot path's database read, on a cache miss: the key with its account's state.
     async fn find_key_by_hash(&self, hash: &KeyHash) -> StoreResult<KeyWithAccount>;
+    /// The token path's read on a cache miss: the key a token was minted from.
+    async fn find_key_by_id(&self, id: &KeyId) -> StoreResult<KeyWithAccount>;
     async fn list_keys(
         &self,
         account: Option<&AccountId>,
@@ -105,6 +114,29 @@ pub trait Store: Send + Sync + 'static {
     async fn update_key(&self, key: &ApiKey) -> StoreResult<()>;
     /// Rolling: the new key is created and the old one updated (expiry or revocation) together.
     async fn roll_key(&self, old: &ApiKey, new: &ApiKey) -> StoreResult<()>;
+
+    // Signing keys.
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+    async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Marks retired at `at` every key but `kid` that is not retired yet and is not newer than
+    /// `kid`.
+    async fn retire_signing_keys_except(&self, kid: &str, at: OffsetDateTime) -> StoreResult<()>;
+
+    // The revocation feed.
+    async fn publish_revocation(&self, revocation: &Revocation) -> StoreResult<()>;
+    /// Entries with an id above `after_id`, in id order, at most `limit`.
+    async fn revocations_after(&self, after_id: i64, limit: u32) -> StoreResult<Vec<Revocation>>;
+    /// The highest id in the feed (0 when empty): where a starting node begins to follow it.
+    async fn latest_revocation_id(&self) -> StoreResult<i64>;
+    /// Deletes entries that expired, or that have no expiry and are older than `before`.
+    async fn prune_revocations(
+        &self,
+        now: OffsetDateTime,
+        before: OffsetDateTime,
+    ) -> StoreResult<u64>;
+    /// Token revocations still in force: loaded at start, so a restarted node keeps refusing
+    /// logged-out tokens.
+    async fn active_token_revocations(&self, now: OffsetDateTime) -> StoreResult<Vec<Revocation>>;
 
     // Usage.
     /// Adds each increment to its (key, day) row and moves the key's `last_used_at` forward,

@@ -37,6 +37,8 @@ pub struct Account {
     pub email: String,
     pub plan: String,
     pub status: AccountStatus,
+    /// The account's own API key: the one `/v2/accounts/{id}/api_key` shows and re-creates.
+    pub api_key_id: Option<KeyId>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -68,9 +70,10 @@ impl Role {
     }
 }
 
-/// Password verifiers, each a PHC string (Argon2id). `password` checks the password itself
-/// (dashboard login); `md5` and `sha1` check Crossbar's `credentials`, the hex digest of
-/// `"username:password"`, without ever storing that digest bare.
+/// Password verifiers. `password` is a PHC string (Argon2id) of the password itself (dashboard
+/// login). `md5` and `sha1` are lookup values for Crossbar's `credentials` (the hex digest of
+/// `"username:password"`): an HMAC of the digest under a secret derived from the master key, so
+/// `user_auth` finds the user by an index, and the database alone reveals nothing to search.
 #[derive(Clone, Default, PartialEq)]
 pub struct PasswordVerifiers {
     pub password: Option<String>,
@@ -170,4 +173,72 @@ pub struct UsageRow {
     pub key_id: KeyId,
     pub day: i32,
     pub requests: u64,
+}
+
+/// A token signing key as stored: the private half sealed with the master key (JSON of
+/// `keygate_token::SealedKey`). The newest key without `retired_at` signs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub sealed: String,
+    pub created_at: OffsetDateTime,
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+/// What a revocation entry invalidates on every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevocationKind {
+    /// `subject` is a token id (`jti`) logged out.
+    Token,
+    /// `subject` is the hex hash of a key that changed (revoked, rolled, patched).
+    Key,
+    /// `subject` is a user id that changed or was deleted.
+    User,
+    /// `subject` is an account id that changed or was deleted.
+    Account,
+    /// The signing keys changed: reload them.
+    SigningKeys,
+}
+
+impl RevocationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Token => "token",
+            RevocationKind::Key => "key",
+            RevocationKind::User => "user",
+            RevocationKind::Account => "account",
+            RevocationKind::SigningKeys => "signing_keys",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "token" => RevocationKind::Token,
+            "key" => RevocationKind::Key,
+            "user" => RevocationKind::User,
+            "account" => RevocationKind::Account,
+            "signing_keys" => RevocationKind::SigningKeys,
+            _ => return None,
+        })
+    }
+}
+
+/// An entry of the revocation feed every node polls (see the server's `revocation.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Revocation {
+    /// Assigned by the store (ascending); ignored when publishing.
+    pub id: i64,
+    pub kind: RevocationKind,
+    pub subject: String,
+    /// After this the entry no longer matters (a token's expiry) and may be pruned.
+    pub expires_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+/// Which Crossbar digest a `user_auth` credential is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialDigest {
+    Md5,
+    Sha1,
 }

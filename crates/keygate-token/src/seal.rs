@@ -56,6 +56,16 @@ impl MasterKey {
         STANDARD.encode(self.0)
     }
 
+    /// A 32-byte secret for another purpose, named by `label` (HMAC-SHA256 of the label under
+    /// the master key), so one master key can serve several uses without reusing key material.
+    pub fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.0);
+        let tag = aws_lc_rs::hmac::sign(&key, label);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     fn aead_key(&self) -> Result<LessSafeKey, KeyError> {
         Ok(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0)?))
     }

@@ -42,6 +42,12 @@ pub struct Common {
     pub key_prefix: Option<String>,
     #[arg(long, env = "KEYGATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// How long auth tokens live, in seconds [default: 3600].
+    #[arg(long, env = "KEYGATE_TOKEN_TTL")]
+    pub token_ttl: Option<u64>,
+    /// RS256 (default) or EdDSA, for signing keys made from now on.
+    #[arg(long, env = "KEYGATE_TOKEN_ALGORITHM")]
+    pub token_algorithm: Option<String>,
 }
 
 /// The file's shape. Unknown keys are errors: a typo should not silently do nothing.
@@ -56,6 +62,11 @@ struct FileConfig {
     default_plan: Option<String>,
     log_format: Option<LogFormat>,
     usage_flush_seconds: Option<u64>,
+    /// Base64 of 32 random bytes; prefer the KEYGATE_MASTER_KEY environment variable.
+    master_key: Option<String>,
+    token_ttl: Option<u64>,
+    token_algorithm: Option<String>,
+    token_issuer: Option<String>,
     key_cache_capacity: Option<u64>,
     key_cache_ttl_seconds: Option<u64>,
 }
@@ -133,6 +144,27 @@ impl Common {
         }
         if let Some(secs) = file.key_cache_ttl_seconds {
             server.key_cache_ttl = Duration::from_secs(secs.max(1));
+        }
+        server.master_key = std::env::var("KEYGATE_MASTER_KEY")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or(file.master_key);
+        if let Some(ttl) = self.token_ttl.or(file.token_ttl) {
+            anyhow::ensure!(
+                (60..=30 * 86_400).contains(&ttl),
+                "token_ttl: expected 60 to 2592000 seconds, got {ttl}"
+            );
+            server.token_ttl = Duration::from_secs(ttl);
+        }
+        if let Some(alg) = self.token_algorithm.or(file.token_algorithm) {
+            server.token_algorithm = match alg.to_ascii_lowercase().as_str() {
+                "rs256" => keygate_token::Algorithm::Rs256,
+                "eddsa" | "ed25519" => keygate_token::Algorithm::EdDsa,
+                _ => anyhow::bail!("token_algorithm: expected RS256 or EdDSA, got {alg:?}"),
+            };
+        }
+        if let Some(iss) = file.token_issuer {
+            server.token_issuer = iss;
         }
         if let Some(url) = &server.database_url {
             anyhow::ensure!(

@@ -42,6 +42,20 @@ enum Command {
     },
     /// Print the OpenAPI document of every route.
     Openapi,
+    /// Manage the keys that sign auth tokens.
+    SigningKeys {
+        #[command(subcommand)]
+        command: SigningKeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeysCommand {
+    /// Make a new signing key active; older keys keep verifying until their tokens expire.
+    Rotate {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,6 +142,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { command } => admin(command).await,
+        Command::SigningKeys {
+            command: SigningKeysCommand::Rotate { common },
+        } => {
+            let settings = common.resolve()?;
+            init_logging(settings.log_format, "warn");
+            let state = AppState::open(settings.server).await?;
+            // Running nodes reload their keys when they read the rotation from the feed.
+            let kid = state.tokens.rotate(state.store.as_ref()).await?;
+            println!("new signing key active: {kid}");
+            Ok(())
+        }
     }
 }
 

@@ -22,9 +22,11 @@ pub struct MeOut {
     pub role: Option<String>,
     pub operator: bool,
     pub account: Option<AccountOut>,
-    /// The key in use.
-    pub key: KeyOut,
-    /// How the caller authenticated: `api_key`.
+    /// The key in use, or the key the auth token was minted from; `null` for a user's token.
+    pub key: Option<KeyOut>,
+    /// What this credential may do: `read`, `write` or `admin`.
+    pub scope: String,
+    /// How the caller authenticated: `api_key` or `auth_token`.
     pub credential: &'static str,
 }
 
@@ -34,9 +36,10 @@ pub async fn me(
     State(state): State<AppState>,
     Reader(who): Reader,
 ) -> ApiResult<axum::Json<MeOut>> {
-    let account = who.key.account.as_ref();
-    let user = match (&who.account_id, &who.user_id) {
-        (Some(a), Some(u)) => state.store.get_user(a, u).await.ok(),
+    let account = who.account();
+    let user = match (&who.user, &who.account_id, &who.user_id) {
+        (Some(u), _, _) => Some(u.user.clone()),
+        (None, Some(a), Some(u)) => state.store.get_user(a, u).await.ok(),
         _ => None,
     };
     let now = time::OffsetDateTime::now_utc();
@@ -52,7 +55,12 @@ pub async fn me(
         role: user.as_ref().map(|u| u.role.as_str().to_owned()),
         operator: who.is_operator(),
         account: account.map(AccountOut::from),
-        key: KeyOut::new(&who.key.key, now),
-        credential: "api_key",
+        key: who.key.as_ref().map(|k| KeyOut::new(&k.key, now)),
+        scope: who.scope.to_string(),
+        credential: if who.token.is_some() {
+            "auth_token"
+        } else {
+            "api_key"
+        },
     }))
 }

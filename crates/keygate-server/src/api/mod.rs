@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod keys;
 pub mod me;
+pub mod tokens;
 pub mod users;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +14,8 @@ use crate::state::AppState;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(me::me))
+        .routes(routes!(tokens::create_token, tokens::delete_token))
+        .routes(routes!(tokens::jwks))
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::update_key, keys::revoke_key))
         .routes(routes!(keys::roll_key))

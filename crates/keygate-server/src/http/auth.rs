@@ -1,10 +1,11 @@
 //! Authentication and authorization as extractors. A handler names what it needs in its
 //! signature (`Reader`, `Writer`, `Admin`, `Operator`), so none can forget to check.
 //!
-//! Hot path, in order: find the credential in the headers → shape and checksum check (no
-//! lookup for a malformed or invented key) → SHA-256 → key cache → database only on a miss →
-//! status (revoked, expired, account disabled) → scope. It writes nothing to the database:
-//! usage is counted in memory (see `usage.rs`).
+//! Hot path for an API key, in order: find the credential in the headers → shape and checksum
+//! check (no lookup for a malformed or invented key) → SHA-256 → key cache → database only on a
+//! miss → status (revoked, expired, account disabled) → scope. For an auth token: signature,
+//! issuer and expiry (no I/O) → deny-list → the key or user it names, through the same caches.
+//! Neither writes to the database: usage is counted in memory (see `usage.rs`).
 
 use std::sync::Arc;
 
@@ -12,13 +13,25 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use keygate_core::{key, AccountId, KeyId, Scope, UserId};
-use keygate_store::{AccountStatus, KeyStatus, KeyWithAccount, StoreError};
+use keygate_store::{Account, AccountStatus, KeyStatus, KeyWithAccount, Role, StoreError};
+use keygate_token::{AuthClaims, AuthMethod};
 use time::OffsetDateTime;
 
 use super::ApiError;
+use crate::cache::UserWithAccount;
 use crate::state::AppState;
+use crate::tokens::looks_like_jwt;
 
 pub const INVALID_KEY: &str = "Invalid API key provided";
+pub const INVALID_TOKEN: &str = "Invalid or expired auth token";
+
+/// The auth token a request was made with.
+#[derive(Debug)]
+pub struct TokenInUse {
+    pub claims: AuthClaims,
+    /// Echoed in Crossbar envelopes (`auth_token`), as Crossbar does.
+    pub raw: String,
+}
 
 /// Who is calling, and with what rights.
 #[derive(Clone, Debug)]
@@ -26,18 +39,36 @@ pub struct Principal {
     pub scope: Scope,
     /// `None` for an operator, who acts across accounts.
     pub account_id: Option<AccountId>,
-    /// The user the credential speaks for: the key's creator.
+    /// The user the credential speaks for: the key's creator, or the user who logged in.
     pub user_id: Option<UserId>,
-    pub key: Arc<KeyWithAccount>,
+    /// The key in use, or the key a token was minted from.
+    pub key: Option<Arc<KeyWithAccount>>,
+    /// The user a `user_auth` token was minted for.
+    pub user: Option<Arc<UserWithAccount>>,
+    pub token: Option<Arc<TokenInUse>>,
+}
+
+impl std::fmt::Debug for UserWithAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UserWithAccount({})", self.user.id)
+    }
 }
 
 impl Principal {
     pub fn is_operator(&self) -> bool {
-        self.key.key.is_operator()
+        self.token.is_none() && self.key.as_ref().is_some_and(|k| k.key.is_operator())
     }
 
-    pub fn key_id(&self) -> &KeyId {
-        &self.key.key.id
+    pub fn key_id(&self) -> Option<&KeyId> {
+        self.key.as_ref().map(|k| &k.key.id)
+    }
+
+    pub fn account(&self) -> Option<&Account> {
+        match (&self.key, &self.user) {
+            (Some(k), _) => k.account.as_ref(),
+            (None, Some(u)) => Some(&u.account),
+            (None, None) => None,
+        }
     }
 
     pub fn require(&self, needed: Scope) -> Result<(), ApiError> {
@@ -81,7 +112,7 @@ pub fn credential(headers: &HeaderMap) -> Result<&str, ApiError> {
             .ok_or_else(|| ApiError::unauthorized(INVALID_KEY))?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(ApiError::unauthorized(
-                "Use Authorization: Bearer <API key>",
+                "Use Authorization: Bearer <API key or auth token>",
             ));
         }
         return Ok(rest.trim());
@@ -99,25 +130,48 @@ pub fn credential(headers: &HeaderMap) -> Result<&str, ApiError> {
     ))
 }
 
-/// Hot path. See the module comment for the order of checks.
+/// Hot path: authenticates whatever credential the headers carry.
 pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let raw = credential(headers)?;
+    if looks_like_jwt(raw) {
+        authenticate_token(state, raw).await
+    } else {
+        authenticate_key(state, raw).await
+    }
+}
+
+/// Hot path for API keys. See the module comment for the order of checks.
+pub async fn authenticate_key(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
     let parsed = key::parse(raw).map_err(|_| ApiError::unauthorized(INVALID_KEY))?;
     let hash = parsed.hash();
-    let entry = match state.keys.get(&hash) {
+    let entry = match state.caches.key_by_hash(&hash) {
         Some(entry) => entry,
         None => {
-            let epoch = state.keys.epoch();
+            let epoch = state.caches.epoch();
             let found = match state.store.find_key_by_hash(&hash).await {
                 Ok(found) => Arc::new(found),
                 Err(StoreError::NotFound) => return Err(ApiError::unauthorized(INVALID_KEY)),
                 Err(err) => return Err(err.into()),
             };
-            state.keys.insert(hash, found.clone(), epoch);
+            state.caches.insert_by_hash(hash, found.clone(), epoch);
             found
         }
     };
     let now = OffsetDateTime::now_utc();
+    check_key(&entry, now)?;
+    let k = &entry.key;
+    state.usage.record(hash, &k.id, k.account_id.as_ref(), now);
+    Ok(Principal {
+        scope: k.scope,
+        account_id: k.account_id.clone(),
+        user_id: k.created_by.clone(),
+        key: Some(entry.clone()),
+        user: None,
+        token: None,
+    })
+}
+
+fn check_key(entry: &KeyWithAccount, now: OffsetDateTime) -> Result<(), ApiError> {
     match entry.key.status_at(now) {
         KeyStatus::Active => {}
         KeyStatus::Revoked => return Err(ApiError::unauthorized("This API key has been revoked")),
@@ -130,14 +184,112 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
     {
         return Err(ApiError::unauthorized("This account is disabled"));
     }
-    let k = &entry.key;
-    state.usage.record(hash, &k.id, k.account_id.as_ref(), now);
-    Ok(Principal {
-        scope: k.scope,
-        account_id: k.account_id.clone(),
-        user_id: k.created_by.clone(),
-        key: entry.clone(),
-    })
+    Ok(())
+}
+
+/// The scope a user's own credentials carry: owners and admins administer, members work.
+pub fn user_scope(role: Role) -> Scope {
+    match role {
+        Role::Owner | Role::Admin => Scope::Admin,
+        Role::Member => Scope::Write,
+    }
+}
+
+/// Hot path for auth tokens: everything but the key or user lookup is CPU only.
+pub async fn authenticate_token(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
+    let claims = state
+        .tokens
+        .verify(raw)
+        .map_err(|_| ApiError::unauthorized(INVALID_TOKEN))?;
+    let now = OffsetDateTime::now_utc();
+    let token = Arc::new(TokenInUse {
+        raw: raw.to_owned(),
+        claims,
+    });
+    let claims = &token.claims;
+    match claims.method {
+        AuthMethod::ApiKey => {
+            let key_id = claims
+                .key_id
+                .as_ref()
+                .ok_or_else(|| ApiError::unauthorized(INVALID_TOKEN))?;
+            let entry = match state.caches.key_by_id(key_id) {
+                Some(e) => e,
+                None => {
+                    let epoch = state.caches.epoch();
+                    let found = match state.store.find_key_by_id(key_id).await {
+                        Ok(found) => Arc::new(found),
+                        Err(StoreError::NotFound) => {
+                            return Err(ApiError::unauthorized(INVALID_TOKEN))
+                        }
+                        Err(err) => return Err(err.into()),
+                    };
+                    state
+                        .caches
+                        .insert_by_id(key_id.clone(), found.clone(), epoch);
+                    found
+                }
+            };
+            check_key(&entry, now).map_err(|_| ApiError::unauthorized(INVALID_TOKEN))?;
+            if entry.key.account_id.as_ref() != Some(&claims.account_id) {
+                return Err(ApiError::unauthorized(INVALID_TOKEN));
+            }
+            let k = &entry.key;
+            state
+                .usage
+                .record(k.hash, &k.id, k.account_id.as_ref(), now);
+            Ok(Principal {
+                // A key narrowed after the token was minted narrows the token too.
+                scope: claims.scope.min(k.scope),
+                account_id: Some(claims.account_id.clone()),
+                user_id: Some(claims.owner_id.clone()),
+                key: Some(entry.clone()),
+                user: None,
+                token: Some(token.clone()),
+            })
+        }
+        AuthMethod::UserAuth => {
+            let user = load_user(state, &claims.account_id, &claims.owner_id).await?;
+            if user.account.status != AccountStatus::Active {
+                return Err(ApiError::unauthorized("This account is disabled"));
+            }
+            Ok(Principal {
+                scope: claims.scope.min(user_scope(user.user.role)),
+                account_id: Some(claims.account_id.clone()),
+                user_id: Some(claims.owner_id.clone()),
+                key: None,
+                user: Some(user),
+                token: Some(token.clone()),
+            })
+        }
+    }
+}
+
+async fn load_user(
+    state: &AppState,
+    account: &AccountId,
+    id: &UserId,
+) -> Result<Arc<UserWithAccount>, ApiError> {
+    if let Some(u) = state.caches.user(id) {
+        if &u.user.account_id == account {
+            return Ok(u);
+        }
+        return Err(ApiError::unauthorized(INVALID_TOKEN));
+    }
+    let epoch = state.caches.epoch();
+    let user = match state.store.get_user(account, id).await {
+        Ok(u) => u,
+        Err(StoreError::NotFound) => return Err(ApiError::unauthorized(INVALID_TOKEN)),
+        Err(err) => return Err(err.into()),
+    };
+    let account = match state.store.get_account(account).await {
+        Ok(a) => a,
+        Err(StoreError::NotFound) => return Err(ApiError::unauthorized(INVALID_TOKEN)),
+        Err(err) => return Err(err.into()),
+    };
+    let entry = Arc::new(UserWithAccount { user, account });
+    state.caches.insert_user(id.clone(), entry.clone(), epoch);
+    Ok(entry)
 }
 
 macro_rules! scoped_extractor {

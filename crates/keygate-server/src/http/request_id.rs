@@ -14,6 +14,16 @@ use tracing::Instrument;
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+tokio::task_local! {
+    /// The id of the request being handled, for bodies that carry it (Crossbar envelopes).
+    static CURRENT: String;
+}
+
+/// The current request's id, inside a request.
+pub fn current() -> Option<String> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
 pub const HEADER: &str = "x-request-id";
 
 fn acceptable(id: &str) -> bool {
@@ -38,7 +48,9 @@ pub async fn request_id_and_log(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = CURRENT
+        .scope(id.clone(), next.run(req).instrument(span.clone()))
+        .await;
     let status = response.status().as_u16();
     span.in_scope(|| {
         tracing::info!(

@@ -58,10 +58,12 @@ pub async fn create_account(state: &AppState, new: NewAccount) -> Result<Created
         email: validate_email(&new.email)?,
         plan: validate_plan(new.plan.as_deref().unwrap_or(&state.config.default_plan))?,
         status: AccountStatus::Active,
+        api_key_id: None,
         created_at: at,
         updated_at: at,
     };
     let owner = build_user(
+        state,
         &account.id,
         NewUser {
             email: account.email.clone(),
@@ -83,6 +85,10 @@ pub async fn create_account(state: &AppState, new: NewAccount) -> Result<Created
         rate_limit: None,
     };
     let (key, plaintext) = build_key(state, Some(&account.id), Some(&owner.id), spec)?;
+    let account = Account {
+        api_key_id: Some(key.id.clone()),
+        ..account
+    };
     state.store.create_account(&account, &owner, &key).await?;
     tracing::info!(account_id = %account.id, "account created");
     Ok(CreatedAccount {
@@ -96,8 +102,7 @@ pub async fn create_account(state: &AppState, new: NewAccount) -> Result<Created
 /// Disabling or deleting an account changes what every one of its cached keys means.
 pub async fn save_account(state: &AppState, account: &Account) -> Result<(), ApiError> {
     state.store.update_account(account).await?;
-    state.keys.invalidate_all();
-    Ok(())
+    forget_account(state, &account.id).await
 }
 
 pub async fn delete_account(state: &AppState, id: &AccountId) -> Result<(), ApiError> {
@@ -106,7 +111,7 @@ pub async fn delete_account(state: &AppState, id: &AccountId) -> Result<(), ApiE
         .delete_account(id)
         .await
         .map_err(|_| ApiError::not_found("Account"))?;
-    state.keys.invalidate_all();
+    forget_account(state, id).await?;
     tracing::info!(account_id = %id, "account deleted");
     Ok(())
 }
@@ -126,4 +131,15 @@ pub async fn create_operator_key(
         rate_limit: None,
     };
     super::keys::create_key(state, None, None, spec).await
+}
+
+async fn forget_account(state: &AppState, id: &AccountId) -> Result<(), ApiError> {
+    crate::revocation::publish(
+        state,
+        keygate_store::RevocationKind::Account,
+        id.to_string(),
+        None,
+    )
+    .await?;
+    Ok(())
 }

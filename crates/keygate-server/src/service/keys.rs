@@ -137,10 +137,15 @@ pub async fn create_key(
     Ok((record, generated))
 }
 
-/// Writes a changed key and drops it from the cache.
+/// Writes a changed key and drops it from every node's cache.
 pub async fn save_key(state: &AppState, key: &ApiKey) -> Result<(), ApiError> {
     state.store.update_key(key).await?;
-    state.keys.invalidate(&key.hash);
+    forget_key(state, key).await
+}
+
+async fn forget_key(state: &AppState, key: &ApiKey) -> Result<(), ApiError> {
+    let subject = crate::revocation::key_subject(&key.hash, &key.id);
+    crate::revocation::publish(state, keygate_store::RevocationKind::Key, subject, None).await?;
     Ok(())
 }
 
@@ -195,7 +200,7 @@ pub async fn roll_key(
     }
     old.rolled_to = Some(new.id.clone());
     state.store.roll_key(&old, &new).await?;
-    state.keys.invalidate(&old.hash);
+    forget_key(state, &old).await?;
     tracing::info!(old_key_id = %old.id, new_key_id = %new.id, grace_seconds, "api key rolled");
     Ok((new, generated))
 }

@@ -1,14 +1,17 @@
 //! Password verifiers. Passwords are hashed with Argon2id. Crossbar's `user_auth` sends the hex
-//! MD5 (or SHA-1) of `"username:password"` instead of the password; we keep an Argon2id hash of
-//! each digest, never the digest itself, so a stolen database yields nothing directly usable.
-//! Usernames are lower-cased before digesting, which makes them case-insensitive as Crossbar
-//! clients expect.
+//! MD5 (or SHA-1) of `"username:password"` instead of the password, and no username: the
+//! server must find the user by that digest. A salted hash cannot be searched, so we keep an
+//! HMAC of each digest under a pepper derived from the master key (never the digest itself):
+//! an index finds the user, and a copy of the database without the master key reveals nothing
+//! to search. Usernames are lower-cased before digesting, which makes them case-insensitive as
+//! Crossbar clients expect.
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
 use argon2::Argon2;
-use keygate_store::PasswordVerifiers;
+use aws_lc_rs::hmac;
+use keygate_store::{CredentialDigest, PasswordVerifiers};
 use md5::Digest as _;
 
 use crate::http::ApiError;
@@ -64,16 +67,41 @@ pub fn validate(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The value stored for, and searched by, a Crossbar credential digest (lower-case hex).
+pub fn credential_lookup(pepper: &[u8; 32], digest: CredentialDigest, hex_digest: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, pepper);
+    let label: &[u8] = match digest {
+        CredentialDigest::Md5 => b"md5:",
+        CredentialDigest::Sha1 => b"sha1:",
+    };
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(label);
+    ctx.update(hex_digest.to_ascii_lowercase().as_bytes());
+    hex::encode(ctx.sign().as_ref())
+}
+
 /// All three verifiers for a username and password. Argon2 is deliberately slow, so this runs
 /// on the blocking pool.
-pub async fn verifiers_for(username: &str, password: &str) -> Result<PasswordVerifiers, ApiError> {
+pub async fn verifiers_for(
+    pepper: [u8; 32],
+    username: &str,
+    password: &str,
+) -> Result<PasswordVerifiers, ApiError> {
     validate(password)?;
     let (username, password) = (username.to_owned(), password.to_owned());
     tokio::task::spawn_blocking(move || {
         Ok(PasswordVerifiers {
             password: Some(hash(&password)?),
-            md5: Some(hash(&crossbar_md5(&username, &password))?),
-            sha1: Some(hash(&crossbar_sha1(&username, &password))?),
+            md5: Some(credential_lookup(
+                &pepper,
+                CredentialDigest::Md5,
+                &crossbar_md5(&username, &password),
+            )),
+            sha1: Some(credential_lookup(
+                &pepper,
+                CredentialDigest::Sha1,
+                &crossbar_sha1(&username, &password),
+            )),
         })
     })
     .await

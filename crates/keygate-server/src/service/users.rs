@@ -64,11 +64,17 @@ pub fn validate_name(field: &str, value: &str) -> Result<String, ApiError> {
 }
 
 /// Builds a validated user record (the password hashed) without storing it.
-pub async fn build_user(account: &AccountId, new: NewUser) -> Result<User, ApiError> {
+pub async fn build_user(
+    state: &AppState,
+    account: &AccountId,
+    new: NewUser,
+) -> Result<User, ApiError> {
     let email = validate_email(&new.email)?;
     let username = validate_username(new.username.as_deref().unwrap_or(&email))?;
     let verifiers = match &new.password {
-        Some(pw) => passwords::verifiers_for(&username, pw).await?,
+        Some(pw) => {
+            passwords::verifiers_for(state.tokens.credential_pepper(), &username, pw).await?
+        }
         None => PasswordVerifiers::default(),
     };
     let at = now();
@@ -91,7 +97,7 @@ pub async fn create_user(
     account: &AccountId,
     new: NewUser,
 ) -> Result<User, ApiError> {
-    let user = build_user(account, new).await?;
+    let user = build_user(state, account, new).await?;
     state.store.create_user(&user).await?;
     Ok(user)
 }
@@ -145,7 +151,11 @@ pub async fn update_user(
         user.role = role;
     }
     match change.password {
-        Some(pw) => user.verifiers = passwords::verifiers_for(&user.username, &pw).await?,
+        Some(pw) => {
+            user.verifiers =
+                passwords::verifiers_for(state.tokens.credential_pepper(), &user.username, &pw)
+                    .await?
+        }
         // The Crossbar digests include the username: a new username without a new password
         // leaves them unable to match, so they are dropped rather than kept wrong.
         None if renamed => {
@@ -156,6 +166,7 @@ pub async fn update_user(
     }
     user.updated_at = now();
     state.store.update_user(&user).await?;
+    forget_user(state, &user.id).await?;
     Ok(user)
 }
 
@@ -173,5 +184,18 @@ pub async fn delete_user(
         return Err(ApiError::conflict("the account owner cannot be deleted"));
     }
     state.store.delete_user(account, id).await?;
+    forget_user(state, id).await?;
     Ok(user)
+}
+
+/// Drops the user from every node's cache: their tokens are re-checked on the next request.
+async fn forget_user(state: &AppState, id: &keygate_core::UserId) -> Result<(), ApiError> {
+    crate::revocation::publish(
+        state,
+        keygate_store::RevocationKind::User,
+        id.to_string(),
+        None,
+    )
+    .await?;
+    Ok(())
 }
