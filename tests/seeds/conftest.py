@@ -2,9 +2,14 @@
 
 `server` starts the binary named by $KEYGATE_BIN (scripts/test builds it and sets it) on a free
 port of 127.0.0.1, over a data directory of its own, and stops it when the test ends. The
-server's log is kept beside the data directory and printed when a test fails.
+server's log is kept beside the data directory and printed when a test fails. `make_server`
+starts more servers, with extra `serve` flags (e.g. `--token-algorithm EdDSA`).
+
+`account` creates, through the admin CLI, the account the seeds' reader signs up for: its owner
+is John Doe, john@example.com, like the user in seed 000's expected response.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -81,7 +86,7 @@ class Server:
                 self.process.wait()
 
 
-def start_server(bin_path: str, root: Path) -> Server:
+def start_server(bin_path: str, root: Path, extra_args: tuple[str, ...] = ()) -> Server:
     data_dir = root / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = root / "server.log"
@@ -91,7 +96,15 @@ def start_server(bin_path: str, root: Path) -> Server:
         base_url = f"http://127.0.0.1:{port}"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [bin_path, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
+                [
+                    bin_path,
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--data-dir",
+                    str(data_dir),
+                    *extra_args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -128,6 +141,14 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+def stop_and_report(request, running: Server) -> None:
+    """Stops the server; when the test failed, prints the tail of its log (pytest shows it)."""
+    running.stop()
+    report = getattr(request.node, "keygate_report_call", None)
+    if report is not None and report.failed:
+        print(f"--- keygate server log ({running.log_path}) ---\n{running.log_tail()}")
+
+
 @pytest.fixture
 def server(request, tmp_path):
     """A running `keygate serve` with `.base_url`, `.data_dir`, `.log_path` and `.admin()`."""
@@ -135,7 +156,76 @@ def server(request, tmp_path):
     try:
         yield running
     finally:
-        running.stop()
-        report = getattr(request.node, "keygate_report_call", None)
-        if report is not None and report.failed:
-            print(f"--- keygate server log ({running.log_path}) ---\n{running.log_tail()}")
+        stop_and_report(request, running)
+
+
+@pytest.fixture
+def make_server(request, tmp_path):
+    """Starts `keygate serve <extra args>` over a fresh data directory; stops all at the end."""
+    started: list[Server] = []
+
+    def make(*extra_args: str) -> Server:
+        running = start_server(keygate_bin(), tmp_path / f"server-{len(started) + 1}", extra_args)
+        started.append(running)
+        return running
+
+    try:
+        yield make
+    finally:
+        for running in started:
+            stop_and_report(request, running)
+
+
+@dataclass
+class Account:
+    """An account made by `keygate admin create-account`, with its owner's sign-in details."""
+
+    account_id: str
+    user_id: str
+    api_key: str
+    name: str
+    email: str
+    password: str
+    first_name: str
+    last_name: str
+
+    @property
+    def username(self) -> str:
+        # The owner's username is the email, lower-cased.
+        return self.email.lower()
+
+
+def create_account(
+    server: Server,
+    name: str = "Acme Inc",
+    email: str = "john@example.com",
+    password: str = "correct horse battery staple",
+    first_name: str = "John",
+    last_name: str = "Doe",
+) -> Account:
+    out = server.admin(
+        "create-account",
+        "--name", name,
+        "--email", email,
+        "--password", password,
+        "--first-name", first_name,
+        "--last-name", last_name,
+        "--json",
+    )  # fmt: skip
+    created = json.loads(out)
+    return Account(
+        account_id=created["account_id"],
+        user_id=created["user_id"],
+        api_key=created["api_key"],
+        name=name,
+        email=email,
+        password=password,
+        first_name=first_name,
+        last_name=last_name,
+    )
+
+
+@pytest.fixture
+def account(server) -> Account:
+    """John Doe's account on `server`; `.api_key` is its first (admin) API key."""
+    return create_account(server)

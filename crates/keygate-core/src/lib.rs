@@ -2,6 +2,7 @@
 //! its own. The server, the stores and the gateway build on these types.
 
 pub mod base62;
+pub mod gcra;
 pub mod id;
 pub mod key;
 pub mod scope;

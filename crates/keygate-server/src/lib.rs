@@ -7,6 +7,7 @@ pub mod cache;
 pub mod crossbar;
 pub mod http;
 pub mod ops;
+pub mod ratelimit;
 pub mod revocation;
 pub mod service;
 pub mod state;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(ratelimit::rate_limit_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))

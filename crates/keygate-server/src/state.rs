@@ -14,6 +14,38 @@ use crate::revocation::FeedCursor;
 use crate::tokens::{load_master_key, TokenService};
 use crate::usage::UsageRecorder;
 
+/// A plan: the account-wide rate limit and the monthly credit allowance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub rate_limit: keygate_core::gcra::Quota,
+    /// Credits the balance is topped up to at the start of each month (UTC); `None`: none.
+    pub monthly_credits: Option<u64>,
+}
+
+/// The plans of DESIGN.md, which cover the seeds: 002's free and pro, 003's hourly tiers.
+pub fn default_plans() -> std::collections::BTreeMap<String, Plan> {
+    [
+        ("free", "100/minute", 1_000),
+        ("pro", "1000/minute", 10_000),
+        ("starter", "100/hour", 1_000),
+        ("growth", "500/hour", 5_000),
+        ("scale", "2000/hour", 20_000),
+        ("enterprise", "10000/hour", 100_000),
+    ]
+    .into_iter()
+    .filter_map(|(name, limit, credits)| {
+        let rate_limit = keygate_core::gcra::Quota::parse(limit).ok()?;
+        Some((
+            name.to_owned(),
+            Plan {
+                rate_limit,
+                monthly_credits: Some(credits),
+            },
+        ))
+    })
+    .collect()
+}
+
 /// The server's settings, resolved from flags, environment and file by the binary.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -38,6 +70,13 @@ pub struct Config {
     pub token_algorithm: keygate_token::Algorithm,
     /// The `iss` of every token.
     pub token_issuer: String,
+    pub plans: std::collections::BTreeMap<String, Plan>,
+    /// Off: no request is limited (for measuring the limiter's cost).
+    pub rate_limits_enabled: bool,
+    /// Failed authentications allowed per client address before it gets 429s.
+    pub auth_failure_limit: keygate_core::gcra::Quota,
+    /// Credits a call costs, by `"METHOD /path/prefix"` (the longest matching prefix wins).
+    pub route_costs: Vec<(String, String, u64)>,
 }
 
 impl Config {
@@ -56,6 +95,11 @@ impl Config {
             token_ttl: Duration::from_secs(3600),
             token_algorithm: keygate_token::Algorithm::Rs256,
             token_issuer: "keygate".into(),
+            plans: default_plans(),
+            rate_limits_enabled: true,
+            auth_failure_limit: keygate_core::gcra::Quota::parse("60/minute")
+                .unwrap_or_else(|_| unreachable!()),
+            route_costs: Vec::new(),
         }
     }
 
@@ -81,6 +125,10 @@ pub struct Inner {
     pub tokens: TokenService,
     /// Where this node is in the revocation feed.
     pub feed: FeedCursor,
+    /// The rate limiter: in-process, or over Redis when several nodes share one.
+    pub limiter: Arc<dyn keygate_cluster::RateLimiter>,
+    /// (account, month) pairs whose monthly credit top-up this node has applied or seen.
+    pub refilled: moka::sync::Cache<(keygate_core::AccountId, String), ()>,
 }
 
 impl Deref for AppState {
@@ -122,12 +170,25 @@ impl AppState {
         .await
         .context("loading the token signing keys")?;
         let caches = Caches::new(config.key_cache_capacity, config.key_cache_ttl);
+        let limiter: Arc<dyn keygate_cluster::RateLimiter> = match &config.redis_url {
+            Some(url) => Arc::new(
+                keygate_cluster::RedisLimiter::connect(url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
+            ),
+            None => Arc::new(keygate_cluster::LocalLimiter::new()),
+        };
         let state = AppState(Arc::new(Inner {
             store,
             caches,
             usage: UsageRecorder::default(),
             tokens,
             feed: FeedCursor::default(),
+            limiter,
+            refilled: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
             config,
         }));
         crate::revocation::prime(&state)

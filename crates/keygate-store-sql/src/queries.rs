@@ -27,6 +27,8 @@ pub(crate) const ACCOUNT_COLUMNS: &str =
 pub(crate) const USER_COLUMNS: &str =
     "id, account_id, email, username, first_name, last_name, role, \
      password_verifier, md5_verifier, sha1_verifier, created_at, updated_at";
+pub(crate) const CREDIT_COLUMNS: &str =
+    "id, account_id, amount, balance_after, kind, idempotency_key, description, key_id, created_at";
 pub(crate) const KEY_COLUMNS: &str = "k.id, k.account_id, k.created_by, k.name, k.description, k.scope, \
      k.environment, k.key_hash, k.start, k.last4, k.expires_at, k.revoked_at, k.rolled_to, k.rate_limit, \
      k.metadata, k.created_at, k.last_used_at";
@@ -36,7 +38,7 @@ macro_rules! sql_store {
         use async_trait::async_trait;
         use keygate_core::{AccountId, Environment, KeyHash, KeyId, Scope, UserId};
         use keygate_store::{
-            Account, AccountStatus, ApiKey, CredentialDigest, KeyFilter, KeyWithAccount, Page,
+            Account, AccountStatus, ApiKey, CreditEntry, CreditKind, CreditOutcome, CreditState, CredentialDigest, KeyFilter, KeyWithAccount, Page,
             PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role, SigningKeyRecord,
             Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
         };
@@ -45,7 +47,7 @@ macro_rules! sql_store {
 
         use $crate::map_err;
         use $crate::queries::{
-            corrupt, from_ms, opt_from_ms, to_ms, ACCOUNT_COLUMNS, KEY_COLUMNS, USER_COLUMNS,
+            corrupt, from_ms, opt_from_ms, to_ms, ACCOUNT_COLUMNS, CREDIT_COLUMNS, KEY_COLUMNS, USER_COLUMNS,
         };
 
         type DbRow = <$Db as sqlx::Database>::Row;
@@ -294,6 +296,59 @@ macro_rules! sql_store {
                 None => None,
             };
             Ok(KeyWithAccount { key, account })
+        }
+
+        fn credit_from_row(row: &DbRow) -> StoreResult<CreditEntry> {
+            Ok(CreditEntry {
+                id: text(row, "id")?,
+                account_id: AccountId::from_trusted(text(row, "account_id")?),
+                amount: int(row, "amount")?,
+                balance_after: int(row, "balance_after")?,
+                kind: CreditKind::parse(&text(row, "kind")?).ok_or_else(|| corrupt("credit kind"))?,
+                idempotency_key: text(row, "idempotency_key")?,
+                description: text(row, "description")?,
+                key_id: opt_text(row, "key_id")?.map(KeyId::from_trusted),
+                created_at: from_ms(int(row, "created_at")?)?,
+            })
+        }
+
+        async fn credit_by_idempotency<'c, E>(exec: E, account: &AccountId, key: &str) -> StoreResult<Option<CreditEntry>>
+        where
+            E: sqlx::Executor<'c, Database = $Db>,
+        {
+            let sql = format!(
+                "SELECT {CREDIT_COLUMNS} FROM credit_ledger WHERE account_id = $1 AND idempotency_key = $2"
+            );
+            let row = sqlx::query(&sql)
+                .bind(account.as_str())
+                .bind(key)
+                .fetch_optional(exec)
+                .await
+                .map_err(map_err)?;
+            row.as_ref().map(credit_from_row).transpose()
+        }
+
+        async fn insert_credit<'c, E>(exec: E, e: &CreditEntry) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'c, Database = $Db>,
+        {
+            sqlx::query(
+                "INSERT INTO credit_ledger (id, account_id, amount, balance_after, kind, idempotency_key, \
+                 description, key_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&e.id)
+            .bind(e.account_id.as_str())
+            .bind(e.amount)
+            .bind(e.balance_after)
+            .bind(e.kind.as_str())
+            .bind(&e.idempotency_key)
+            .bind(&e.description)
+            .bind(e.key_id.as_ref().map(|k| k.as_str()))
+            .bind(to_ms(e.created_at))
+            .execute(exec)
+            .await
+            .map_err(map_err)?;
+            Ok(())
         }
 
         fn revocation_from_row(row: &DbRow) -> StoreResult<Revocation> {
@@ -725,6 +780,135 @@ macro_rules! sql_store {
                 .await
                 .map_err(map_err)?;
                 rows.iter().map(revocation_from_row).collect()
+            }
+
+            async fn apply_credit(&self, e: &CreditEntry) -> StoreResult<CreditOutcome> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // The balance is written first: on SQLite that takes the write lock before any
+                // read (a read-then-write transaction could not wait for another writer), on
+                // PostgreSQL it locks the account row, so concurrent debits queue here and each
+                // sees the balance the previous one left.
+                let updated = sqlx::query(
+                    "UPDATE accounts SET credit_balance = credit_balance + $1, \
+                     credits_used = credits_used + CASE WHEN $1 < 0 THEN -$1 ELSE 0 END \
+                     WHERE id = $2 AND credit_balance + $1 >= 0 RETURNING credit_balance",
+                )
+                .bind(e.amount)
+                .bind(e.account_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if let Some(existing) = credit_by_idempotency(&mut *tx, &e.account_id, &e.idempotency_key).await? {
+                    tx.rollback().await.map_err(map_err)?;
+                    return Ok(CreditOutcome::Duplicate(existing));
+                }
+                let Some(row) = updated else {
+                    let row = sqlx::query("SELECT credit_balance FROM accounts WHERE id = $1")
+                        .bind(e.account_id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                    tx.rollback().await.map_err(map_err)?;
+                    return match row {
+                        Some(r) => Ok(CreditOutcome::Insufficient { available: int(&r, "credit_balance")? }),
+                        None => Err(StoreError::NotFound),
+                    };
+                };
+                let applied = CreditEntry { balance_after: int(&row, "credit_balance")?, ..e.clone() };
+                match insert_credit(&mut *tx, &applied).await {
+                    Ok(()) => {}
+                    // The same key applied by a concurrent transaction that committed first.
+                    Err(StoreError::Conflict(_)) => {
+                        drop(tx);
+                        return match credit_by_idempotency(&self.pool, &e.account_id, &e.idempotency_key).await? {
+                            Some(existing) => Ok(CreditOutcome::Duplicate(existing)),
+                            None => Err(StoreError::Backend("credit ledger conflict without an entry".into())),
+                        };
+                    }
+                    Err(err) => return Err(err),
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(CreditOutcome::Applied(applied))
+            }
+
+            async fn credit_state(&self, account: &AccountId) -> StoreResult<CreditState> {
+                let row = sqlx::query(
+                    "SELECT credit_balance, credits_used, credits_period FROM accounts WHERE id = $1",
+                )
+                .bind(account.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(CreditState {
+                    balance: int(&row, "credit_balance")?,
+                    used: int(&row, "credits_used")?,
+                    period: opt_text(&row, "credits_period")?,
+                })
+            }
+
+            async fn list_credit_entries(&self, account: &AccountId, page: &PageRequest) -> StoreResult<Page<CreditEntry>> {
+                let account = account.as_str().to_owned();
+                paged(
+                    &self.pool,
+                    CREDIT_COLUMNS,
+                    "credit_ledger",
+                    &|qb| {
+                        qb.push(" WHERE account_id = ").push_bind(account.clone());
+                    },
+                    "id",
+                    page,
+                    credit_from_row,
+                )
+                .await
+            }
+
+            async fn refill_credits(
+                &self,
+                account: &AccountId,
+                period: &str,
+                allowance: i64,
+                entry: &CreditEntry,
+            ) -> StoreResult<Option<CreditEntry>> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Claims the period first (a write, so the lock comes before any read); only one
+                // node's refill of a month gets a row back.
+                let claimed = sqlx::query(
+                    "UPDATE accounts SET credits_period = $1 WHERE id = $2 \
+                     AND (credits_period IS NULL OR credits_period <> $1) RETURNING credit_balance",
+                )
+                .bind(period)
+                .bind(account.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(row) = claimed else {
+                    tx.rollback().await.map_err(map_err)?;
+                    return Ok(None);
+                };
+                let missing = allowance - int(&row, "credit_balance")?;
+                if missing <= 0 {
+                    tx.commit().await.map_err(map_err)?;
+                    return Ok(None);
+                }
+                let row = sqlx::query(
+                    "UPDATE accounts SET credit_balance = credit_balance + $1 WHERE id = $2 RETURNING credit_balance",
+                )
+                .bind(missing)
+                .bind(account.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let applied = CreditEntry {
+                    account_id: account.clone(),
+                    amount: missing,
+                    balance_after: int(&row, "credit_balance")?,
+                    kind: CreditKind::Refill,
+                    idempotency_key: format!("refill:{period}"),
+                    ..entry.clone()
+                };
+                insert_credit(&mut *tx, &applied).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(Some(applied))
             }
 
             async fn usage_by_day(&self, account: &AccountId, from_day: i32, to_day: i32) -> StoreResult<Vec<UsageRow>> {

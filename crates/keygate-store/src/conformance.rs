@@ -4,8 +4,10 @@
 //!
 //! The functions share that one database, so each makes its own accounts under unique names and
 //! none assumes the tables are empty. They do assume that no one else writes to the database
-//! while they run: the account listing checks exact totals. Timestamps are built from whole
-//! milliseconds because that is what the backends keep.
+//! while they run: the account listing checks exact totals, and the revocation feed checks read
+//! back exactly the entries they published after the feed's latest id. Pruning deletes across
+//! the whole feed, so its check works with timestamps in 2001 that nothing else uses. Timestamps
+//! are built from whole milliseconds because that is what the backends keep.
 
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
@@ -18,8 +20,9 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    Account, AccountStatus, ApiKey, KeyFilter, KeyStatus, PageRequest, PasswordVerifiers, Role,
-    Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
+    Account, AccountStatus, ApiKey, CredentialDigest, CreditEntry, CreditKind, CreditOutcome,
+    KeyFilter, KeyStatus, PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role,
+    SigningKeyRecord, Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
 };
 
 /// Runs every check below, one after the other, on one migrated store.
@@ -33,6 +36,7 @@ pub async fn run_all(store: &dyn Store) {
     a_failed_account_creation_leaves_nothing_behind(store).await;
     deleting_an_account_deletes_its_users_keys_and_usage(store).await;
     accounts_are_listed_in_creation_order_in_pages(store).await;
+    an_accounts_own_key_is_persisted_and_read_back_everywhere(store).await;
 
     users_are_created_and_found_by_username_in_any_case(store).await;
     user_updates_are_persisted(store).await;
@@ -40,6 +44,7 @@ pub async fn run_all(store: &dyn Store) {
     users_of_another_account_are_not_found(store).await;
     deleted_users_are_gone(store).await;
     users_are_listed_in_creation_order_in_pages(store).await;
+    users_are_found_by_credential_lookup_within_their_account_only(store).await;
 
     keys_are_read_only_through_their_own_account(store).await;
     operator_keys_belong_to_no_account(store).await;
@@ -52,11 +57,26 @@ pub async fn run_all(store: &dyn Store) {
     updating_a_key_keeps_its_last_use(store).await;
     rolling_a_key_creates_the_new_one_and_updates_the_old_together(store).await;
     a_failed_roll_changes_nothing(store).await;
+    a_key_is_found_by_its_id_with_its_accounts_current_state(store).await;
 
     usage_accumulates_per_key_and_day_across_batches(store).await;
     last_use_only_moves_forward(store).await;
     usage_is_reported_for_the_requested_days_and_account_only(store).await;
     usage_batches_flushed_at_once_by_several_nodes_all_count(store).await;
+
+    grants_and_debits_change_the_balance_and_the_ledger_together(store).await;
+    a_debit_larger_than_the_balance_changes_nothing(store).await;
+    an_idempotency_key_applies_once(store).await;
+    concurrent_debits_never_take_the_balance_below_zero(store).await;
+    the_monthly_refill_tops_up_once_per_period_and_never_lowers(store).await;
+
+    signing_keys_are_listed_in_creation_order_with_every_field(store).await;
+    rotation_retires_the_older_keys_only_and_keeps_earlier_retirements(store).await;
+
+    the_revocation_feed_hands_out_entries_in_id_order_after_a_cursor(store).await;
+    only_unexpired_token_revocations_are_in_force(store).await;
+    // Last: it deletes across the whole feed (though only entries from 2001).
+    pruning_drops_expired_entries_and_old_ones_without_expiry(store).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,6 +368,86 @@ pub async fn accounts_are_listed_in_creation_order_in_pages(store: &dyn Store) {
     assert_eq!(past_the_end.total, total);
 }
 
+pub async fn an_accounts_own_key_is_persisted_and_read_back_everywhere(store: &dyn Store) {
+    // Created with its own key (as every fixture is) and without one.
+    let f = create_fixture(store, "own-key").await;
+    assert!(f.account.api_key_id.is_some());
+    expect_account_everywhere(store, &f.account, &f.key, "created with its own key").await;
+
+    let (mut bare, owner, key) = new_account("no-own-key");
+    bare.api_key_id = None;
+    ok(
+        store.create_account(&bare, &owner, &key).await,
+        "create_account without an own key",
+    );
+    expect_account_everywhere(store, &bare, &key, "created without an own key").await;
+
+    // Re-creating the account's key points it at the new one; the other account keeps its own.
+    let recreated = new_key(Some(&f.account.id), Some(&f.owner.id), "re-created");
+    ok(store.create_key(&recreated).await, "create_key");
+    let mut moved = f.account.clone();
+    moved.api_key_id = Some(recreated.id.clone());
+    moved.updated_at = f.account.updated_at + Duration::seconds(1);
+    ok(store.update_account(&moved).await, "update_account");
+    expect_account_everywhere(store, &moved, &f.key, "after its key was re-created").await;
+    expect_account_everywhere(store, &bare, &key, "beside an update of another account").await;
+
+    // Set by an update, then cleared by one.
+    let mut set = bare.clone();
+    set.api_key_id = Some(key.id.clone());
+    set.updated_at = bare.updated_at + Duration::seconds(1);
+    ok(store.update_account(&set).await, "update_account");
+    expect_account_everywhere(store, &set, &key, "after its own key was set").await;
+
+    let mut cleared = moved.clone();
+    cleared.api_key_id = None;
+    cleared.updated_at = moved.updated_at + Duration::seconds(1);
+    ok(store.update_account(&cleared).await, "update_account");
+    expect_account_everywhere(store, &cleared, &recreated, "after its own key was cleared").await;
+}
+
+/// Every read that returns an account returns `expected`: by id, by name, in the listing and
+/// joined to `key`.
+async fn expect_account_everywhere(
+    store: &dyn Store,
+    expected: &Account,
+    key: &ApiKey,
+    when: &str,
+) {
+    assert_eq!(
+        ok(store.get_account(&expected.id).await, "get_account"),
+        *expected,
+        "get_account {when}"
+    );
+    assert_eq!(
+        ok(
+            store.find_account_by_name(&expected.name).await,
+            "find_account_by_name"
+        ),
+        *expected,
+        "find_account_by_name {when}"
+    );
+    let listed = ok(
+        store.list_accounts(&page(None, 100_000)).await,
+        "list_accounts",
+    );
+    assert_eq!(
+        listed.items.iter().find(|a| a.id == expected.id),
+        Some(expected),
+        "list_accounts {when}"
+    );
+    assert_eq!(
+        ok(store.find_key_by_hash(&key.hash).await, "find_key_by_hash").account,
+        Some(expected.clone()),
+        "find_key_by_hash {when}"
+    );
+    assert_eq!(
+        ok(store.find_key_by_id(&key.id).await, "find_key_by_id").account,
+        Some(expected.clone()),
+        "find_key_by_id {when}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Users.
 
@@ -588,6 +688,131 @@ pub async fn users_are_listed_in_creation_order_in_pages(store: &dyn Store) {
     );
     assert_eq!(all.items, expected);
     assert!(!all.has_more);
+}
+
+pub async fn users_are_found_by_credential_lookup_within_their_account_only(store: &dyn Store) {
+    let a = create_fixture(store, "credential-a").await;
+    let b = create_fixture(store, "credential-b").await;
+    let c = create_fixture(store, "credential-c").await;
+    let (md5, sha1) = (unique("md5-lookup"), unique("sha1-lookup"));
+    let with_lookups = |account: &AccountId, label: &str, md5: &str, sha1: &str| {
+        let mut user = new_user(account, &unique(label));
+        user.verifiers.md5 = Some(md5.to_owned());
+        user.verifiers.sha1 = Some(sha1.to_owned());
+        user
+    };
+    // A neighbour in the same account, made first, with lookup values of its own.
+    let neighbour = with_lookups(
+        &a.account.id,
+        "neighbour",
+        &unique("md5-other"),
+        &unique("sha1-other"),
+    );
+    let user = with_lookups(&a.account.id, "credential-user", &md5, &sha1);
+    // Another account's user with the very same lookup values (the same password there).
+    let twin = with_lookups(&b.account.id, "credential-twin", &md5, &sha1);
+    for u in [&neighbour, &user, &twin] {
+        ok(store.create_user(u).await, "create_user");
+    }
+    let find = |account: &AccountId, digest: CredentialDigest, lookup: &str| {
+        let (account, lookup) = (account.clone(), lookup.to_owned());
+        async move {
+            store
+                .find_user_by_credential(&account, digest, &lookup)
+                .await
+        }
+    };
+
+    for (account, expected) in [(&a.account.id, &user), (&b.account.id, &twin)] {
+        for (digest, lookup) in [
+            (CredentialDigest::Md5, &md5),
+            (CredentialDigest::Sha1, &sha1),
+        ] {
+            assert_eq!(
+                ok(
+                    find(account, digest, lookup).await,
+                    "find_user_by_credential"
+                ),
+                *expected,
+                "{digest:?} in account {account}"
+            );
+        }
+    }
+    for (digest, lookup) in [
+        (CredentialDigest::Md5, neighbour.verifiers.md5.as_deref()),
+        (CredentialDigest::Sha1, neighbour.verifiers.sha1.as_deref()),
+    ] {
+        let lookup = lookup.expect("the neighbour has both lookup values");
+        assert_eq!(
+            ok(
+                find(&a.account.id, digest, lookup).await,
+                "find_user_by_credential"
+            ),
+            neighbour,
+            "{digest:?} of the neighbour"
+        );
+    }
+
+    not_found(
+        find(&c.account.id, CredentialDigest::Md5, &md5).await,
+        "find_user_by_credential (MD5) in an account without that user",
+    );
+    not_found(
+        find(&c.account.id, CredentialDigest::Sha1, &sha1).await,
+        "find_user_by_credential (SHA-1) in an account without that user",
+    );
+    // Each digest is looked up among its own kind of value only.
+    not_found(
+        find(&a.account.id, CredentialDigest::Sha1, &md5).await,
+        "find_user_by_credential (SHA-1) with an MD5 lookup value",
+    );
+    not_found(
+        find(&a.account.id, CredentialDigest::Md5, &sha1).await,
+        "find_user_by_credential (MD5) with a SHA-1 lookup value",
+    );
+    not_found(
+        find(&a.account.id, CredentialDigest::Md5, &unique("unknown")).await,
+        "find_user_by_credential with an unknown lookup value",
+    );
+
+    // A password change moves the lookups; the other account's user is untouched.
+    let mut changed = user.clone();
+    changed.verifiers.md5 = Some(unique("md5-new"));
+    changed.verifiers.sha1 = None;
+    changed.updated_at = user.updated_at + Duration::seconds(1);
+    ok(store.update_user(&changed).await, "update_user");
+    let new_md5 = changed.verifiers.md5.clone().unwrap_or_default();
+    assert_eq!(
+        ok(
+            find(&a.account.id, CredentialDigest::Md5, &new_md5).await,
+            "find_user_by_credential with the new value"
+        ),
+        changed
+    );
+    not_found(
+        find(&a.account.id, CredentialDigest::Md5, &md5).await,
+        "find_user_by_credential with the old MD5 value",
+    );
+    not_found(
+        find(&a.account.id, CredentialDigest::Sha1, &sha1).await,
+        "find_user_by_credential with a cleared SHA-1 value",
+    );
+    assert_eq!(
+        ok(
+            find(&b.account.id, CredentialDigest::Md5, &md5).await,
+            "find_user_by_credential"
+        ),
+        twin
+    );
+
+    ok(
+        store.delete_user(&b.account.id, &twin.id).await,
+        "delete_user",
+    );
+    not_found(
+        find(&b.account.id, CredentialDigest::Md5, &md5).await,
+        "find_user_by_credential of a deleted user",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1023,6 +1248,47 @@ pub async fn a_failed_roll_changes_nothing(store: &dyn Store) {
     );
 }
 
+pub async fn a_key_is_found_by_its_id_with_its_accounts_current_state(store: &dyn Store) {
+    let f = create_fixture(store, "by-id").await;
+    let found = ok(store.find_key_by_id(&f.key.id).await, "find_key_by_id");
+    assert_eq!(found.key, f.key);
+    assert_eq!(found.account.as_ref(), Some(&f.account));
+
+    // A revoked key is still found, as stored: the caller judges its status.
+    let mut revoked = new_key(Some(&f.account.id), Some(&f.owner.id), "revoked, by id");
+    revoked.revoked_at = Some(now() - Duration::seconds(1));
+    ok(store.create_key(&revoked).await, "create_key");
+    let found = ok(store.find_key_by_id(&revoked.id).await, "find_key_by_id");
+    assert_eq!(found.key, revoked);
+    assert_eq!(found.account.as_ref(), Some(&f.account));
+
+    // The account as it is now, not as it was when the key was made.
+    let mut disabled = f.account.clone();
+    disabled.status = AccountStatus::Disabled;
+    disabled.updated_at = f.account.updated_at + Duration::seconds(1);
+    ok(store.update_account(&disabled).await, "update_account");
+    assert_eq!(
+        ok(store.find_key_by_id(&f.key.id).await, "find_key_by_id").account,
+        Some(disabled)
+    );
+
+    let operator = new_key(None, None, "operator, by id");
+    ok(store.create_key(&operator).await, "create_key");
+    let found = ok(store.find_key_by_id(&operator.id).await, "find_key_by_id");
+    assert_eq!(found.key, operator);
+    assert_eq!(found.account, None);
+
+    not_found(
+        store.find_key_by_id(&KeyId::generate()).await,
+        "find_key_by_id with an unknown id",
+    );
+    ok(store.delete_account(&f.account.id).await, "delete_account");
+    not_found(
+        store.find_key_by_id(&f.key.id).await,
+        "find_key_by_id of a deleted account's key",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Usage.
 
@@ -1217,7 +1483,548 @@ pub async fn usage_batches_flushed_at_once_by_several_nodes_all_count(store: &dy
 }
 
 // ---------------------------------------------------------------------------------------------
+// Signing keys.
+
+pub async fn signing_keys_are_listed_in_creation_order_with_every_field(store: &dyn Store) {
+    let t = now();
+    let hour = Duration::hours(1);
+    let mut rsa = signing_key("rsa", t - hour, Some(t - Duration::minutes(30)));
+    rsa.alg = "RS256".into();
+    let mine = [
+        signing_key("newest", t + hour, None),
+        rsa,
+        signing_key("oldest", t - 2 * hour, None),
+        signing_key("same-time", t, None),
+        signing_key("now", t, None),
+    ];
+    // Inserted out of order: the listing sorts them.
+    for k in &mine {
+        ok(store.insert_signing_key(k).await, "insert_signing_key");
+    }
+
+    let listed = ok(store.list_signing_keys().await, "list_signing_keys");
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].created_at <= w[1].created_at),
+        "every key is listed in creation order"
+    );
+    let listed = only_signing_keys(listed, &mine);
+    // Keys made in the same millisecond may come in either order.
+    let mut expected = mine.to_vec();
+    expected.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+    let mut sorted = listed.clone();
+    sorted.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+    assert_eq!(sorted, expected, "the keys read back whole");
+    assert_eq!(
+        listed.iter().map(|k| k.created_at).collect::<Vec<_>>(),
+        expected.iter().map(|k| k.created_at).collect::<Vec<_>>(),
+        "the keys are listed in creation order"
+    );
+}
+
+pub async fn rotation_retires_the_older_keys_only_and_keeps_earlier_retirements(store: &dyn Store) {
+    let t = now();
+    let hour = Duration::hours(1);
+    let retired_at = t - Duration::minutes(90);
+    let oldest = signing_key("rot-oldest", t - 3 * hour, None);
+    let retired = signing_key("rot-retired", t - 2 * hour, Some(retired_at));
+    let older = signing_key("rot-older", t - hour, None);
+    let current = signing_key("rot-current", t, None);
+    // Made in the same millisecond as `current`: not newer, so it retires.
+    let twin = signing_key("rot-twin", t, None);
+    // Made by another node rotating at the same time: newer, so it stays active.
+    let newer = signing_key("rot-newer", t + Duration::minutes(1), None);
+    let mine = [&newer, &current, &oldest, &twin, &older, &retired].map(Clone::clone);
+    for k in &mine {
+        ok(store.insert_signing_key(k).await, "insert_signing_key");
+    }
+    let state = || async {
+        let mut keys = only_signing_keys(
+            ok(store.list_signing_keys().await, "list_signing_keys"),
+            &mine,
+        );
+        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        keys
+    };
+    let retire = |k: &SigningKeyRecord, at| SigningKeyRecord {
+        retired_at: Some(at),
+        ..k.clone()
+    };
+    let sorted = |mut keys: Vec<SigningKeyRecord>| {
+        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        keys
+    };
+
+    let at = t + Duration::minutes(5);
+    ok(
+        store.retire_signing_keys_except(&current.kid, at).await,
+        "retire_signing_keys_except",
+    );
+    let after_first = sorted(vec![
+        retire(&oldest, at),
+        retired.clone(),
+        retire(&older, at),
+        current.clone(),
+        retire(&twin, at),
+        newer.clone(),
+    ]);
+    assert_eq!(state().await, after_first);
+
+    // Again, later: nothing that is retired gets a new time.
+    ok(
+        store
+            .retire_signing_keys_except(&current.kid, at + hour)
+            .await,
+        "retire_signing_keys_except",
+    );
+    assert_eq!(state().await, after_first);
+
+    // The newer key takes over: only the one still active before it retires now.
+    let later = t + 2 * hour;
+    ok(
+        store.retire_signing_keys_except(&newer.kid, later).await,
+        "retire_signing_keys_except",
+    );
+    assert_eq!(
+        state().await,
+        sorted(vec![
+            retire(&oldest, at),
+            retired,
+            retire(&older, at),
+            retire(&current, later),
+            retire(&twin, at),
+            newer,
+        ])
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The revocation feed.
+
+pub async fn the_revocation_feed_hands_out_entries_in_id_order_after_a_cursor(store: &dyn Store) {
+    let start = ok(store.latest_revocation_id().await, "latest_revocation_id");
+    let before = ok(
+        store.revocations_after(0, u32::MAX).await,
+        "revocations_after",
+    );
+    assert_eq!(
+        start,
+        before.last().map_or(0, |r| r.id),
+        "the latest id is the feed's highest, 0 when it is empty"
+    );
+
+    // One entry of every kind, with and without expiry; the ids given are ignored.
+    let t = now();
+    let published: Vec<Revocation> = ALL_REVOCATION_KINDS
+        .into_iter()
+        .enumerate()
+        .map(|(i, kind)| {
+            let i = i as i64;
+            let mut r = revocation(
+                kind,
+                (i % 2 == 0).then(|| t + Duration::minutes(10 + i)),
+                t + Duration::milliseconds(i),
+            );
+            r.id = if i == 0 { start } else { -i };
+            r
+        })
+        .collect();
+    for r in &published {
+        ok(store.publish_revocation(r).await, "publish_revocation");
+    }
+
+    let feed = ok(
+        store.revocations_after(start, 100).await,
+        "revocations_after",
+    );
+    assert_eq!(feed.len(), published.len(), "{feed:?}");
+    assert!(feed[0].id > start, "ids ascend past the latest one");
+    assert!(
+        feed.windows(2).all(|w| w[0].id < w[1].id),
+        "ids ascend in publishing order"
+    );
+    for (got, sent) in feed.iter().zip(&published) {
+        assert_eq!(
+            *got,
+            Revocation {
+                id: got.id,
+                ..sent.clone()
+            },
+            "{:?} reads back whole",
+            sent.kind
+        );
+    }
+    let last = feed[feed.len() - 1].id;
+    assert_eq!(
+        ok(store.latest_revocation_id().await, "latest_revocation_id"),
+        last
+    );
+
+    // Strictly after the cursor, at most `limit`, in id order.
+    let after = |cursor: i64, limit: u32| async move {
+        ok(
+            store.revocations_after(cursor, limit).await,
+            "revocations_after",
+        )
+    };
+    assert_eq!(after(feed[1].id, 2).await, feed[2..4]);
+    assert_eq!(after(feed[0].id, 1).await, feed[1..2]);
+    assert_eq!(after(feed[3].id, 100).await, feed[4..]);
+    assert_eq!(after(start, 0).await, vec![]);
+    assert_eq!(after(last, 100).await, vec![]);
+}
+
+pub async fn only_unexpired_token_revocations_are_in_force(store: &dyn Store) {
+    let start = ok(store.latest_revocation_id().await, "latest_revocation_id");
+    let t = now();
+    let hour = Duration::hours(1);
+    let ms = Duration::milliseconds(1);
+    let published = [
+        revocation(RevocationKind::Token, Some(t - ms), t - hour),
+        revocation(RevocationKind::Token, Some(t + hour), t),
+        revocation(RevocationKind::Key, Some(t + hour), t),
+        // Expiring exactly now: still in force.
+        revocation(RevocationKind::Token, Some(t), t),
+        revocation(RevocationKind::Token, None, t),
+        revocation(RevocationKind::User, None, t),
+    ];
+    for r in &published {
+        ok(store.publish_revocation(r).await, "publish_revocation");
+    }
+    let feed = ok(
+        store.revocations_after(start, 100).await,
+        "revocations_after",
+    );
+    assert_eq!(feed.len(), published.len());
+
+    let in_force = |at: OffsetDateTime| async move {
+        let all = ok(
+            store.active_token_revocations(at).await,
+            "active_token_revocations",
+        );
+        for r in &all {
+            assert_eq!(r.kind, RevocationKind::Token, "{r:?}");
+            assert!(r.expires_at.is_some_and(|e| e >= at), "{r:?} at {at}");
+        }
+        let mut mine: Vec<Revocation> = all.into_iter().filter(|r| r.id > start).collect();
+        mine.sort_by_key(|r| r.id);
+        mine
+    };
+    assert_eq!(in_force(t).await, vec![feed[1].clone(), feed[3].clone()]);
+    assert_eq!(in_force(t + ms).await, vec![feed[1].clone()]);
+    assert_eq!(in_force(t + hour).await, vec![feed[1].clone()]);
+    assert_eq!(in_force(t + hour + ms).await, vec![]);
+}
+
+pub async fn pruning_drops_expired_entries_and_old_ones_without_expiry(store: &dyn Store) {
+    // Pruning deletes across the whole feed, so this check stays in 2001, where no other
+    // check's entries are, and at fixed times, so that running it again finds the same.
+    let base = OffsetDateTime::from_unix_timestamp(978_307_200).expect("2001-01-01 is valid");
+    let (now, before) = (base + Duration::days(1), base);
+    let ms = Duration::milliseconds(1);
+    let long_ago = base - Duration::days(30);
+
+    let start = ok(store.latest_revocation_id().await, "latest_revocation_id");
+    let published = [
+        // Kept: expiring exactly at `now`.
+        revocation(RevocationKind::Token, Some(now), long_ago),
+        // Kept: no expiry, made exactly at `before`.
+        revocation(RevocationKind::Account, None, before),
+        // Kept: made long before `before`, but with an expiry still to come.
+        revocation(
+            RevocationKind::User,
+            Some(now + Duration::hours(1)),
+            long_ago,
+        ),
+        // Pruned: expired (the newest ids, to see that pruning them frees no id).
+        revocation(RevocationKind::Key, Some(now - ms), before + ms),
+        // Pruned: no expiry, made before `before`.
+        revocation(RevocationKind::SigningKeys, None, before - ms),
+    ];
+    for r in &published {
+        ok(store.publish_revocation(r).await, "publish_revocation");
+    }
+    let feed = ok(
+        store.revocations_after(start, 100).await,
+        "revocations_after",
+    );
+    assert_eq!(feed.len(), published.len());
+
+    assert_eq!(
+        ok(
+            store.prune_revocations(now, before).await,
+            "prune_revocations"
+        ),
+        2
+    );
+    assert_eq!(
+        ok(
+            store.revocations_after(start, 100).await,
+            "revocations_after"
+        ),
+        feed[..3]
+    );
+    assert_eq!(
+        ok(store.latest_revocation_id().await, "latest_revocation_id"),
+        feed[2].id,
+        "the latest id is the highest left"
+    );
+    assert_eq!(
+        ok(
+            store.prune_revocations(now, before).await,
+            "prune_revocations again"
+        ),
+        0
+    );
+
+    // Ids are never handed out twice: the next entry follows the pruned ones.
+    let next = revocation(RevocationKind::Key, None, before);
+    ok(store.publish_revocation(&next).await, "publish_revocation");
+    let after = ok(
+        store.revocations_after(feed[2].id, 100).await,
+        "revocations_after",
+    );
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(
+        after[0].id > feed[4].id,
+        "the id {} after pruning is above the pruned {}",
+        after[0].id,
+        feed[4].id
+    );
+    assert_eq!(
+        after[0],
+        Revocation {
+            id: after[0].id,
+            ..next
+        }
+    );
+    assert_eq!(
+        ok(store.latest_revocation_id().await, "latest_revocation_id"),
+        after[0].id
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credits.
+
+fn credit(account: &AccountId, amount: i64, key: &str) -> CreditEntry {
+    CreditEntry {
+        id: format!("led_{}", unique("x")),
+        account_id: account.clone(),
+        amount,
+        balance_after: 0,
+        kind: if amount < 0 {
+            CreditKind::Debit
+        } else {
+            CreditKind::Grant
+        },
+        idempotency_key: key.to_owned(),
+        description: format!("{amount} credits"),
+        key_id: None,
+        created_at: now(),
+    }
+}
+
+fn applied(outcome: CreditOutcome) -> CreditEntry {
+    match outcome {
+        CreditOutcome::Applied(e) => e,
+        other => panic!("expected the entry to apply, got {other:?}"),
+    }
+}
+
+pub async fn grants_and_debits_change_the_balance_and_the_ledger_together(store: &dyn Store) {
+    let f = create_fixture(store, "credits").await;
+    let id = &f.account.id;
+    assert_eq!(ok(store.credit_state(id).await, "state").balance, 0);
+    let grant = applied(ok(
+        store.apply_credit(&credit(id, 100, "g1")).await,
+        "grant",
+    ));
+    assert_eq!(grant.balance_after, 100);
+    let debit = applied(ok(
+        store.apply_credit(&credit(id, -30, "d1")).await,
+        "debit",
+    ));
+    assert_eq!(debit.balance_after, 70);
+    assert_eq!(debit.kind, CreditKind::Debit);
+    let state = ok(store.credit_state(id).await, "state");
+    assert_eq!((state.balance, state.used), (70, 30));
+    let listed = ok(store.list_credit_entries(id, &page(None, 10)).await, "list");
+    assert_eq!(listed.total, 2);
+    assert_eq!(listed.items, vec![grant, debit]);
+    let other = create_fixture(store, "credits-other").await;
+    assert_eq!(
+        ok(
+            store
+                .list_credit_entries(&other.account.id, &page(None, 10))
+                .await,
+            "list"
+        )
+        .total,
+        0
+    );
+    let missing = store
+        .apply_credit(&credit(&AccountId::generate(), 5, "g"))
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+}
+
+pub async fn a_debit_larger_than_the_balance_changes_nothing(store: &dyn Store) {
+    let f = create_fixture(store, "insufficient").await;
+    let id = &f.account.id;
+    applied(ok(store.apply_credit(&credit(id, 10, "g")).await, "grant"));
+    let out = ok(store.apply_credit(&credit(id, -11, "d")).await, "debit");
+    assert_eq!(out, CreditOutcome::Insufficient { available: 10 });
+    let state = ok(store.credit_state(id).await, "state");
+    assert_eq!((state.balance, state.used), (10, 0));
+    assert_eq!(
+        ok(store.list_credit_entries(id, &page(None, 10)).await, "list").total,
+        1
+    );
+    // The refused key stays free: the same key may apply later, once there is enough.
+    applied(ok(store.apply_credit(&credit(id, 5, "g2")).await, "grant"));
+    applied(ok(store.apply_credit(&credit(id, -11, "d")).await, "debit"));
+    assert_eq!(ok(store.credit_state(id).await, "state").balance, 4);
+}
+
+pub async fn an_idempotency_key_applies_once(store: &dyn Store) {
+    let f = create_fixture(store, "idempotent").await;
+    let id = &f.account.id;
+    let first = applied(ok(
+        store.apply_credit(&credit(id, 50, "grant-42")).await,
+        "grant",
+    ));
+    let again = ok(
+        store.apply_credit(&credit(id, 50, "grant-42")).await,
+        "grant again",
+    );
+    assert_eq!(again, CreditOutcome::Duplicate(first.clone()));
+    let debit = applied(ok(
+        store.apply_credit(&credit(id, -20, "req-1")).await,
+        "debit",
+    ));
+    let retry = ok(
+        store.apply_credit(&credit(id, -20, "req-1")).await,
+        "debit again",
+    );
+    assert_eq!(retry, CreditOutcome::Duplicate(debit));
+    assert_eq!(ok(store.credit_state(id).await, "state").balance, 30);
+    // Keys are per account.
+    let other = create_fixture(store, "idempotent-other").await;
+    applied(ok(
+        store
+            .apply_credit(&credit(&other.account.id, 50, "grant-42"))
+            .await,
+        "other account",
+    ));
+}
+
+pub async fn concurrent_debits_never_take_the_balance_below_zero(store: &dyn Store) {
+    let f = create_fixture(store, "concurrent-debits").await;
+    let id = &f.account.id;
+    applied(ok(store.apply_credit(&credit(id, 100, "g")).await, "grant"));
+    let debits: Vec<CreditEntry> = (0..60).map(|i| credit(id, -3, &format!("d{i}"))).collect();
+    let outcomes = all(debits.iter().map(|d| store.apply_credit(d)).collect()).await;
+    let mut applied_count = 0;
+    let mut refused = 0;
+    for o in outcomes {
+        match ok(o, "concurrent debit") {
+            CreditOutcome::Applied(e) => {
+                assert!(e.balance_after >= 0);
+                applied_count += 1;
+            }
+            CreditOutcome::Insufficient { available } => {
+                assert!(
+                    (0..3).contains(&available),
+                    "refused with {available} available"
+                );
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((applied_count, refused), (33, 27));
+    let state = ok(store.credit_state(id).await, "state");
+    assert_eq!((state.balance, state.used), (1, 99));
+    let entries = ok(
+        store.list_credit_entries(id, &page(None, 100)).await,
+        "list",
+    )
+    .items;
+    assert_eq!(
+        entries.iter().map(|e| e.amount).sum::<i64>(),
+        1,
+        "the ledger adds up to the balance"
+    );
+}
+
+pub async fn the_monthly_refill_tops_up_once_per_period_and_never_lowers(store: &dyn Store) {
+    let f = create_fixture(store, "refill").await;
+    let id = &f.account.id;
+    applied(ok(store.apply_credit(&credit(id, 30, "g")).await, "grant"));
+    let template = credit(id, 0, "unused");
+    let refill = ok(
+        store.refill_credits(id, "2026-11", 100, &template).await,
+        "refill",
+    )
+    .expect("a refill");
+    assert_eq!(
+        (refill.amount, refill.balance_after, refill.kind),
+        (70, 100, CreditKind::Refill)
+    );
+    assert_eq!(refill.idempotency_key, "refill:2026-11");
+    assert_eq!(
+        ok(
+            store
+                .refill_credits(id, "2026-11", 100, &credit(id, 0, "x"))
+                .await,
+            "again"
+        ),
+        None
+    );
+    applied(ok(store.apply_credit(&credit(id, 50, "g2")).await, "grant"));
+    // A new month with more than the allowance: nothing added, nothing taken.
+    assert_eq!(
+        ok(
+            store
+                .refill_credits(id, "2026-12", 100, &credit(id, 0, "y"))
+                .await,
+            "next"
+        ),
+        None
+    );
+    let state = ok(store.credit_state(id).await, "state");
+    assert_eq!(
+        (state.balance, state.period.as_deref()),
+        (150, Some("2026-12"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Building blocks.
+
+/// Drives many futures at once on the caller's task.
+async fn all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        for (f, slot) in futures.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none() {
+                if let Poll::Ready(v) = f.as_mut().poll(cx) {
+                    *slot = Some(v);
+                }
+            }
+        }
+        if done.iter().all(Option::is_some) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter().map(|v| v.expect("finished")).collect()
+}
 
 /// Drives two futures at once on the caller's task (this crate has no runtime to spawn on).
 async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
@@ -1332,6 +2139,62 @@ fn new_key(account: Option<&AccountId>, created_by: Option<&UserId>, name: &str)
         metadata: json!({"purpose": "conformance"}),
         created_at: now(),
         last_used_at: None,
+    }
+}
+
+fn signing_key(
+    label: &str,
+    created_at: OffsetDateTime,
+    retired_at: Option<OffsetDateTime>,
+) -> SigningKeyRecord {
+    SigningKeyRecord {
+        kid: unique(label),
+        alg: "EdDSA".into(),
+        sealed: json!({"v": 1, "sealed": unique("sealed")}).to_string(),
+        created_at,
+        retired_at,
+    }
+}
+
+/// The records of `mine` among `listed`, in the listed order.
+fn only_signing_keys(
+    listed: Vec<SigningKeyRecord>,
+    mine: &[SigningKeyRecord],
+) -> Vec<SigningKeyRecord> {
+    listed
+        .into_iter()
+        .filter(|k| mine.iter().any(|m| m.kid == k.kid))
+        .collect()
+}
+
+const ALL_REVOCATION_KINDS: [RevocationKind; 5] = [
+    RevocationKind::Token,
+    RevocationKind::Key,
+    RevocationKind::User,
+    RevocationKind::Account,
+    RevocationKind::SigningKeys,
+];
+
+/// An entry to publish, with a subject of the shape its kind has. A new kind does not compile
+/// here until it gets one; add it to [`ALL_REVOCATION_KINDS`] as well.
+fn revocation(
+    kind: RevocationKind,
+    expires_at: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+) -> Revocation {
+    let subject = match kind {
+        RevocationKind::Token => unique("jti"),
+        RevocationKind::Key => KeyHash::of(&unique("ak_test_revoked")).to_hex(),
+        RevocationKind::User => UserId::generate().to_string(),
+        RevocationKind::Account => AccountId::generate().to_string(),
+        RevocationKind::SigningKeys => String::new(),
+    };
+    Revocation {
+        id: 0,
+        kind,
+        subject,
+        expires_at,
+        created_at,
     }
 }
 

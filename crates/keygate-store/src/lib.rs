@@ -138,6 +138,27 @@ pub trait Store: Send + Sync + 'static {
     /// logged-out tokens.
     async fn active_token_revocations(&self, now: OffsetDateTime) -> StoreResult<Vec<Revocation>>;
 
+    // Credits.
+    /// Applies a grant (`amount` ≥ 0) or a debit (`amount` < 0, never taking the balance below
+    /// zero) and its ledger entry in one transaction; `balance_after` is filled in.
+    async fn apply_credit(&self, entry: &CreditEntry) -> StoreResult<CreditOutcome>;
+    async fn credit_state(&self, account: &AccountId) -> StoreResult<CreditState>;
+    async fn list_credit_entries(
+        &self,
+        account: &AccountId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<CreditEntry>>;
+    /// Once per `period` (`YYYY-MM`): tops the balance up to `allowance` (never lowers it) with
+    /// a `refill` entry, whose id and time `entry` gives. `None` when this period was refilled
+    /// already or nothing was missing.
+    async fn refill_credits(
+        &self,
+        account: &AccountId,
+        period: &str,
+        allowance: i64,
+        entry: &CreditEntry,
+    ) -> StoreResult<Option<CreditEntry>>;
+
     // Usage.
     /// Adds each increment to its (key, day) row and moves the key's `last_used_at` forward,
     /// never back: batches from several nodes may arrive out of order.

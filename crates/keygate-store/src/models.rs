@@ -242,3 +242,69 @@ pub enum CredentialDigest {
     Md5,
     Sha1,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CreditKind {
+    /// Credits added by an operator.
+    Grant,
+    /// Credits spent by a request.
+    Debit,
+    /// The plan's monthly allowance topping the balance up.
+    Refill,
+}
+
+impl CreditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditKind::Grant => "grant",
+            CreditKind::Debit => "debit",
+            CreditKind::Refill => "refill",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "grant" => Some(CreditKind::Grant),
+            "debit" => Some(CreditKind::Debit),
+            "refill" => Some(CreditKind::Refill),
+            _ => None,
+        }
+    }
+}
+
+/// One line of an account's credit ledger. `amount` is negative for a debit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreditEntry {
+    pub id: String,
+    pub account_id: AccountId,
+    pub amount: i64,
+    /// The balance once this entry applied; set by the store.
+    pub balance_after: i64,
+    pub kind: CreditKind,
+    /// Unique per account: applying the same key twice applies it once.
+    pub idempotency_key: String,
+    pub description: String,
+    pub key_id: Option<KeyId>,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreditOutcome {
+    Applied(CreditEntry),
+    /// An entry with this idempotency key was applied before: this is it, unchanged.
+    Duplicate(CreditEntry),
+    /// A debit larger than the balance; nothing changed.
+    Insufficient {
+        available: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditState {
+    pub balance: i64,
+    /// The sum of all debits.
+    pub used: i64,
+    /// The month (`YYYY-MM`) of the last plan refill.
+    pub period: Option<String>,
+}

@@ -183,7 +183,7 @@ pub async fn update_account(
         account.email = validate_email(&email)?;
     }
     if let Some(plan) = patch.plan {
-        account.plan = svc::validate_plan(&plan)?;
+        account.plan = svc::validate_plan(&state, &plan)?;
     }
     if let Some(status) = patch.status {
         account.status = AccountStatus::parse(&status)

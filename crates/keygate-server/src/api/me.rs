@@ -38,10 +38,11 @@ pub async fn me(
 ) -> ApiResult<axum::Json<MeOut>> {
     let account = who.account();
     let user = match (&who.user, &who.account_id, &who.user_id) {
-        (Some(u), _, _) => Some(u.user.clone()),
-        (None, Some(a), Some(u)) => state.store.get_user(a, u).await.ok(),
+        (Some(u), _, _) => Some(u.clone()),
+        (None, Some(a), Some(u)) => crate::http::auth::load_user(&state, a, u).await.ok(),
         _ => None,
     };
+    let user = user.as_ref().map(|u| &u.user);
     let now = time::OffsetDateTime::now_utc();
     Ok(axum::Json(MeOut {
         id: user.as_ref().map(|u| u.id.to_string()),

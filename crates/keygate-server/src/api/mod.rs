@@ -1,9 +1,11 @@
 //! The native API, `/api/v1`: JSON in and out, errors in the body of DESIGN.md.
 
 pub mod accounts;
+pub mod credits;
 pub mod keys;
 pub mod me;
 pub mod tokens;
+pub mod usage;
 pub mod users;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -25,6 +27,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
             accounts::update_account,
             accounts::delete_account
         ))
+        .routes(routes!(credits::get_credits))
+        .routes(routes!(credits::credit_usage))
+        .routes(routes!(credits::grant_credits))
+        .routes(routes!(usage::get_usage))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(
             users::get_user,

@@ -1,7 +1,9 @@
 //! `PUT /v2/api_auth`, `PUT /v2/user_auth` and `/v2/token_auth`: seed 000's two-step flow —
 //! exchange a credential for an auth token, then send it as `X-Auth-Token`.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use keygate_core::Scope;
 use keygate_store::{CredentialDigest, StoreError};
 use keygate_token::AuthMethod;
@@ -12,6 +14,7 @@ use utoipa::ToSchema;
 use super::{Cb, CbError, CbResult, Data, Envelope};
 use crate::http::auth::{authenticate_key, user_scope, Principal, Reader};
 use crate::http::ApiError;
+use crate::ratelimit::authentication_failed;
 use crate::service::passwords::credential_lookup;
 use crate::state::AppState;
 use crate::tokens::{issue, issue_for_key, revoke_token, IssuedToken};
@@ -70,8 +73,19 @@ fn method_name(m: AuthMethod) -> &'static str {
 #[utoipa::path(put, path = "/v2/api_auth", tag = "crossbar", security(()),
     request_body(content = serde_json::Value, description = "{\"data\": {\"api_key\": \"…\"}}"),
     responses((status = 201, description = "`auth_token` and `data.account_id`, `data.owner_id`"), (status = 401)))]
-pub async fn api_auth(State(state): State<AppState>, Data(body): Data<ApiAuthIn>) -> CbResult {
-    let who = authenticate_key(&state, body.api_key.trim()).await?;
+pub async fn api_auth(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Data(body): Data<ApiAuthIn>,
+) -> CbResult {
+    let ip = Some(peer.ip());
+    let who = match authenticate_key(&state, body.api_key.trim(), ip).await {
+        Ok(who) => who,
+        Err(err @ ApiError::Unauthorized(_)) => {
+            return Err(authentication_failed(&state, ip, err).await.into())
+        }
+        Err(err) => return Err(err.into()),
+    };
     let issued = issue_for_key(&state, &who)?;
     Ok(token_envelope(
         issued,
@@ -82,7 +96,17 @@ pub async fn api_auth(State(state): State<AppState>, Data(body): Data<ApiAuthIn>
 #[utoipa::path(put, path = "/v2/user_auth", tag = "crossbar", security(()),
     request_body(content = serde_json::Value, description = "{\"data\": {\"credentials\": md5(\"username:password\"), \"account_name\": \"…\"}}"),
     responses((status = 201, description = "`auth_token` and `data.account_id`, `data.owner_id`"), (status = 401)))]
-pub async fn user_auth(State(state): State<AppState>, Data(body): Data<UserAuthIn>) -> CbResult {
+pub async fn user_auth(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Data(body): Data<UserAuthIn>,
+) -> CbResult {
+    let ip = Some(peer.ip());
+    if crate::ratelimit::failures_exhausted(&state, ip).await {
+        return Err(CbError(
+            authentication_failed(&state, ip, ApiError::unauthorized("invalid credentials")).await,
+        ));
+    }
     let creds = body.credentials.trim().to_ascii_lowercase();
     let digest = match (body.method.as_deref(), creds.len()) {
         (Some("md5"), _) | (None, 32) => CredentialDigest::Md5,
@@ -100,7 +124,7 @@ pub async fn user_auth(State(state): State<AppState>, Data(body): Data<UserAuthI
             "must be hex",
         )));
     }
-    let unauthorized = || CbError(ApiError::unauthorized("invalid credentials"));
+    let unauthorized = || ApiError::unauthorized("invalid credentials");
     let account = match (&body.account_id, &body.account_name) {
         (Some(id), _) => match keygate_core::AccountId::parse(id) {
             Some(id) => state.store.get_account(&id).await,
@@ -116,7 +140,11 @@ pub async fn user_auth(State(state): State<AppState>, Data(body): Data<UserAuthI
     };
     let account = match account {
         Ok(a) => a,
-        Err(StoreError::NotFound) => return Err(unauthorized()),
+        Err(StoreError::NotFound) => {
+            return Err(authentication_failed(&state, ip, unauthorized())
+                .await
+                .into())
+        }
         Err(e) => return Err(e.into()),
     };
     let lookup = credential_lookup(&state.tokens.credential_pepper(), digest, &creds);
@@ -126,7 +154,11 @@ pub async fn user_auth(State(state): State<AppState>, Data(body): Data<UserAuthI
         .await
     {
         Ok(u) => u,
-        Err(StoreError::NotFound) => return Err(unauthorized()),
+        Err(StoreError::NotFound) => {
+            return Err(authentication_failed(&state, ip, unauthorized())
+                .await
+                .into())
+        }
         Err(e) => return Err(e.into()),
     };
     if account.status != keygate_store::AccountStatus::Active {

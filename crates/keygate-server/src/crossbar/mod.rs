@@ -139,9 +139,15 @@ fn validation_data(details: &Value, message: &str) -> Value {
 impl IntoResponse for CbError {
     fn into_response(self) -> Response {
         let status = self.0.status();
-        let data = match self.0.details() {
-            Some(details) => validation_data(details, &self.0.to_string()),
-            None => json!({ "message": self.0.public_message() }),
+        let data = match (&self.0, self.0.details()) {
+            (ApiError::InvalidInput { .. }, Some(details)) => {
+                validation_data(&details, &self.0.to_string())
+            }
+            (_, Some(mut details)) => {
+                details["message"] = json!(self.0.public_message());
+                details
+            }
+            (_, None) => json!({ "message": self.0.public_message() }),
         };
         let body = json!({
             "data": data,
@@ -150,7 +156,13 @@ impl IntoResponse for CbError {
             "status": "error",
             "request_id": crate::http::request_id::current(),
         });
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.0.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

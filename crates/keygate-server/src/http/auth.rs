@@ -7,9 +7,10 @@
 //! issuer and expiry (no I/O) → deny-list → the key or user it names, through the same caches.
 //! Neither writes to the database: usage is counted in memory (see `usage.rs`).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use keygate_core::{key, AccountId, KeyId, Scope, UserId};
@@ -28,7 +29,7 @@ pub const INVALID_TOKEN: &str = "Invalid or expired auth token";
 /// The auth token a request was made with.
 #[derive(Debug)]
 pub struct TokenInUse {
-    pub claims: AuthClaims,
+    pub claims: Arc<AuthClaims>,
     /// Echoed in Crossbar envelopes (`auth_token`), as Crossbar does.
     pub raw: String,
 }
@@ -130,23 +131,46 @@ pub fn credential(headers: &HeaderMap) -> Result<&str, ApiError> {
     ))
 }
 
-/// Hot path: authenticates whatever credential the headers carry.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let raw = credential(headers)?;
-    if looks_like_jwt(raw) {
+/// Hot path: authenticates whatever credential the headers carry. Failures count against the
+/// client's address (`ip`), which is refused with 429 once it has failed too often.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: Option<IpAddr>,
+) -> Result<Principal, ApiError> {
+    let raw = match credential(headers) {
+        Ok(raw) => raw,
+        // No credential at all is a mistake, not a guess: it is not counted.
+        Err(err) => return Err(err),
+    };
+    let result = if looks_like_jwt(raw) {
         authenticate_token(state, raw).await
     } else {
-        authenticate_key(state, raw).await
+        authenticate_key(state, raw, ip).await
+    };
+    match result {
+        Err(err @ ApiError::Unauthorized(_)) => {
+            Err(crate::ratelimit::authentication_failed(state, ip, err).await)
+        }
+        other => other,
     }
 }
 
-/// Hot path for API keys. See the module comment for the order of checks.
-pub async fn authenticate_key(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
+/// Hot path for API keys. See the module comment for the order of checks. An address that has
+/// failed too often is answered from the cache only: its unknown keys never reach the database.
+pub async fn authenticate_key(
+    state: &AppState,
+    raw: &str,
+    ip: Option<IpAddr>,
+) -> Result<Principal, ApiError> {
     let parsed = key::parse(raw).map_err(|_| ApiError::unauthorized(INVALID_KEY))?;
     let hash = parsed.hash();
     let entry = match state.caches.key_by_hash(&hash) {
         Some(entry) => entry,
         None => {
+            if crate::ratelimit::failures_exhausted(state, ip).await {
+                return Err(ApiError::unauthorized(INVALID_KEY));
+            }
             let epoch = state.caches.epoch();
             let found = match state.store.find_key_by_hash(&hash).await {
                 Ok(found) => Arc::new(found),
@@ -265,7 +289,8 @@ pub async fn authenticate_token(state: &AppState, raw: &str) -> Result<Principal
     }
 }
 
-async fn load_user(
+/// The user with their account, through the user cache.
+pub async fn load_user(
     state: &AppState,
     account: &AccountId,
     id: &UserId,
@@ -292,6 +317,36 @@ async fn load_user(
     Ok(entry)
 }
 
+/// Authenticates a request once and applies its limits and credit cost; the principal is kept
+/// in the request so a second extractor does not count the request twice.
+async fn authenticate_request(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let p = authenticate(state, &parts.headers, ip).await?;
+    let slot = parts
+        .extensions
+        .get::<crate::ratelimit::RateLimitSlot>()
+        .cloned();
+    let idem = parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| (1..=200).contains(&k.len()));
+    crate::ratelimit::enforce(
+        state,
+        &p,
+        slot.as_ref(),
+        parts.method.as_str(),
+        parts.uri.path(),
+        idem,
+    )
+    .await?;
+    parts.extensions.insert(p.clone());
+    Ok(p)
+}
+
 macro_rules! scoped_extractor {
     ($(#[$doc:meta])* $name:ident, $scope:expr) => {
         $(#[$doc])*
@@ -303,11 +358,7 @@ macro_rules! scoped_extractor {
             async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
                 let principal = match parts.extensions.get::<Principal>() {
                     Some(p) => p.clone(),
-                    None => {
-                        let p = authenticate(state, &parts.headers).await?;
-                        parts.extensions.insert(p.clone());
-                        p
-                    }
+                    None => authenticate_request(parts, state).await?,
                 };
                 principal.require($scope)?;
                 Ok($name(principal))

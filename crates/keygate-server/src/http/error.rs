@@ -26,6 +26,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("Rate limit exceeded. Please try again later.")]
+    RateLimited { retry_after: std::time::Duration },
+    #[error("Not enough credits: this call needs {needed}, {available} available")]
+    InsufficientCredits { needed: u64, available: i64 },
     #[error("{0}")]
     Internal(#[from] anyhow::Error),
 }
@@ -72,6 +76,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,6 +91,8 @@ impl ApiError {
             ApiError::InvalidInput { .. } | ApiError::PayloadTooLarge(_) => "invalid_input",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::InsufficientCredits { .. } => "insufficient_credits",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -101,9 +109,22 @@ impl ApiError {
         }
     }
 
-    pub fn details(&self) -> Option<&Value> {
+    pub fn details(&self) -> Option<Value> {
         match self {
-            ApiError::InvalidInput { details, .. } => details.as_ref(),
+            ApiError::InvalidInput { details, .. } => details.clone(),
+            ApiError::InsufficientCredits { needed, available } => {
+                Some(json!({ "credits_needed": needed, "credits_available": available }))
+            }
+            _ => None,
+        }
+    }
+
+    /// `Retry-After` for a 429: whole seconds, at least 1.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
             _ => None,
         }
     }
@@ -130,9 +151,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.code(), "message": self.public_message() });
         if let Some(details) = self.details() {
-            error["details"] = details.clone();
+            error["details"] = details;
         }
-        (self.status(), axum::Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status(), axum::Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

@@ -65,9 +65,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 inner.column()
             ))
         } else if path.is_empty() || path == "." {
-            ApiError::invalid_field("body", strip_position(&inner.to_string()))
+            let reason = strip_position(&inner.to_string());
+            // serde reports a missing field at its parent's path, naming it in the message.
+            match reason
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
+                Some(field) => ApiError::invalid_field(field, "is required"),
+                None => ApiError::invalid_field("body", reason),
+            }
         } else {
-            ApiError::invalid_field(&path, strip_position(&inner.to_string()))
+            let reason = strip_position(&inner.to_string());
+            match reason
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next())
+            {
+                Some(field) => ApiError::invalid_field(&format!("{path}.{field}"), "is required"),
+                None => ApiError::invalid_field(&path, reason),
+            }
         }
     })
 }

@@ -38,15 +38,16 @@ pub fn validate_account_name(name: &str) -> Result<String, ApiError> {
     Ok(n.to_owned())
 }
 
-pub fn validate_plan(plan: &str) -> Result<String, ApiError> {
-    let ok = (1..=32).contains(&plan.len())
-        && plan
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if ok {
+/// A plan the configuration defines.
+pub fn validate_plan(state: &AppState, plan: &str) -> Result<String, ApiError> {
+    if state.config.plans.contains_key(plan) {
         Ok(plan.to_owned())
     } else {
-        Err(ApiError::invalid_field("plan", "is not a known plan name"))
+        let known: Vec<&str> = state.config.plans.keys().map(String::as_str).collect();
+        Err(ApiError::invalid_field(
+            "plan",
+            format!("must be one of: {}", known.join(", ")),
+        ))
     }
 }
 
@@ -56,7 +57,10 @@ pub async fn create_account(state: &AppState, new: NewAccount) -> Result<Created
         id: AccountId::generate(),
         name: validate_account_name(&new.name)?,
         email: validate_email(&new.email)?,
-        plan: validate_plan(new.plan.as_deref().unwrap_or(&state.config.default_plan))?,
+        plan: validate_plan(
+            state,
+            new.plan.as_deref().unwrap_or(&state.config.default_plan),
+        )?,
         status: AccountStatus::Active,
         api_key_id: None,
         created_at: at,

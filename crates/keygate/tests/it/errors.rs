@@ -282,3 +282,19 @@ async fn health_readiness_and_the_openapi_document_cover_every_route() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_missing_field_is_named_in_the_details() {
+    let srv = server().await;
+    let acme = srv.account("Acme").await;
+    let r = srv
+        .send(
+            Method::POST,
+            "/api/v1/auth/api-keys",
+            Some(&acme.key),
+            Some(json!({"description": "no name"})),
+        )
+        .await;
+    assert_error_body(&r, 400, "invalid_input");
+    assert_eq!(r.body["error"]["details"]["field"], "name", "{}", r.body);
+}

@@ -205,6 +205,70 @@ impl TestServer {
         }
     }
 
+    /// A Crossbar request: `X-Auth-Token` when `token` is given, body wrapped by the caller.
+    pub async fn v2(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.header("x-auth-token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::read(req.send().await.expect("request")).await
+    }
+
+    /// `PUT /v2/api_auth` with `key`; returns (auth_token, data).
+    pub async fn api_auth(&self, key: &str) -> (String, Value) {
+        let r = self
+            .v2(
+                Method::PUT,
+                "/v2/api_auth",
+                None,
+                Some(serde_json::json!({"data": {"api_key": key}})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "api_auth: {}", r.body);
+        (
+            r.body["auth_token"]
+                .as_str()
+                .expect("auth_token")
+                .to_owned(),
+            r.body["data"].clone(),
+        )
+    }
+
+    /// A second server on the same database (another node of the cluster).
+    pub async fn another_node(&self) -> TestServer {
+        let data_dir = self.data_dir.clone();
+        let url = self.database_url.clone();
+        let mut config = Config::with_data_dir(data_dir.clone());
+        config.database_url = Some(url.clone());
+        config.usage_flush_interval = Duration::from_secs(3600);
+        let state = AppState::open(config).await.expect("second node state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = keygate_server::start(state.clone(), listener).expect("start");
+        TestServer {
+            base: format!("http://{}", server.addr),
+            state,
+            client: reqwest::Client::new(),
+            data_dir,
+            database_url: url,
+            // Not Sqlite: dropping the second node must leave the shared data dir alone.
+            backend: Backend::Postgres,
+            server: Some(server),
+        }
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> Resp {
         self.send(Method::GET, path, Some(key), None).await
     }

@@ -6,7 +6,9 @@ mod harness;
 
 mod accounts;
 mod cli;
+mod crossbar;
 mod errors;
 mod keys;
 mod secrets;
+mod tokens;
 mod usage;

@@ -1,0 +1,221 @@
+//! Rate limits, failed-authentication limits and per-call credit costs, applied once per
+//! request right after authentication (in the auth extractors), and the rate-limit headers
+//! every limited answer carries.
+//!
+//! Hot path. Limits are GCRA (exact, O(1) state per key) in the process, or one atomic Redis
+//! script when several nodes share Redis (see `keygate-cluster`). A request is limited by its
+//! account's plan and, when its key has one, by the key's own lower limit; the headers report
+//! the tighter of the two. Headers travel through a per-request slot, because the extractor
+//! that decides cannot touch the response.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use keygate_core::gcra::{Decision, Quota};
+use time::OffsetDateTime;
+
+use crate::http::auth::Principal;
+use crate::http::ApiError;
+use crate::state::AppState;
+
+/// What the headers of one answer say.
+#[derive(Clone, Debug)]
+pub struct RateLimitInfo {
+    /// The policy's name in `RateLimit-Policy`: the plan, or `key` for a key's own limit.
+    pub policy: String,
+    pub quota: Quota,
+    pub decision: Decision,
+}
+
+/// Where an extractor leaves the headers for the answer.
+#[derive(Clone, Default)]
+pub struct RateLimitSlot(Arc<Mutex<Option<RateLimitInfo>>>);
+
+impl RateLimitSlot {
+    fn put(&self, info: RateLimitInfo) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
+    }
+
+    fn take(&self) -> Option<RateLimitInfo> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Middleware: gives the request a slot, and turns what the slot holds into headers.
+pub async fn rate_limit_headers(mut req: Request, next: Next) -> Response {
+    let slot = RateLimitSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let mut response = next.run(req).await;
+    if let Some(info) = slot.take() {
+        write_headers(
+            response.headers_mut(),
+            &info,
+            OffsetDateTime::now_utc().unix_timestamp(),
+        );
+    }
+    response
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `X-RateLimit-*` as seed 002 shows them (the reset as Unix seconds), and the IETF
+/// `RateLimit-Policy` / `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers).
+pub fn write_headers(h: &mut HeaderMap, info: &RateLimitInfo, now_unix: i64) {
+    let d = &info.decision;
+    let reset_in = ceil_secs(d.reset_after);
+    let window = info.quota.period().as_secs().max(1);
+    let policy = info.policy.replace(['"', '\\'], "");
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set("x-ratelimit-limit", d.limit.to_string());
+    set("x-ratelimit-remaining", d.remaining.to_string());
+    set(
+        "x-ratelimit-reset",
+        (now_unix + reset_in as i64).to_string(),
+    );
+    set(
+        "ratelimit-policy",
+        format!("\"{policy}\";q={};w={window}", d.limit),
+    );
+    set(
+        "ratelimit",
+        format!("\"{policy}\";r={};t={reset_in}", d.remaining),
+    );
+}
+
+/// Applies the caller's rate limits and the call's credit cost. Operators are not limited.
+pub async fn enforce(
+    state: &AppState,
+    who: &Principal,
+    slot: Option<&RateLimitSlot>,
+    method: &str,
+    path: &str,
+    idempotency_key: Option<&str>,
+) -> Result<(), ApiError> {
+    if who.is_operator() {
+        return Ok(());
+    }
+    let Some(account) = who.account() else {
+        return Ok(());
+    };
+    if state.config.rate_limits_enabled {
+        let mut tightest: Option<RateLimitInfo> = None;
+        let key_limit = who.key.as_ref().and_then(|k| {
+            let q = k.key.rate_limit.as_deref()?.parse::<Quota>().ok()?;
+            Some((format!("key:{}", k.key.id), q, "key".to_owned()))
+        });
+        let plan_limit = state.config.plans.get(&account.plan).map(|p| {
+            (
+                format!("acct:{}", account.id),
+                p.rate_limit,
+                account.plan.clone(),
+            )
+        });
+        for (bucket, quota, policy) in key_limit.into_iter().chain(plan_limit) {
+            let decision = state.limiter.check(&bucket, &quota, 1).await;
+            let info = RateLimitInfo {
+                policy,
+                quota,
+                decision,
+            };
+            if !decision.allowed {
+                if let Some(slot) = slot {
+                    slot.put(info);
+                }
+                let retry_after = decision.retry_after.unwrap_or(quota.period());
+                return Err(ApiError::RateLimited { retry_after });
+            }
+            if tightest
+                .as_ref()
+                .is_none_or(|t| decision.remaining < t.decision.remaining)
+            {
+                tightest = Some(info);
+            }
+        }
+        if let (Some(slot), Some(info)) = (slot, tightest) {
+            slot.put(info);
+        }
+    }
+    let cost = crate::service::credits::cost_of(state, method, path);
+    if cost > 0 {
+        let idem = match idempotency_key {
+            Some(k) => format!("call:{k}"),
+            None => format!(
+                "call:{}",
+                crate::http::request_id::current()
+                    .unwrap_or_else(crate::http::request_id::new_request_id)
+            ),
+        };
+        crate::service::credits::debit(
+            state,
+            &account.id,
+            &account.plan,
+            cost,
+            idem,
+            who.key_id(),
+            format!("{method} {path}"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn failure_bucket(ip: IpAddr) -> String {
+    format!("authfail:{ip}")
+}
+
+/// Whether `ip` has used up its failed authentications: its next unknown key is refused with
+/// 429 before any database lookup.
+pub async fn failures_exhausted(state: &AppState, ip: Option<IpAddr>) -> bool {
+    let Some(ip) = ip else { return false };
+    if !state.config.rate_limits_enabled {
+        return false;
+    }
+    let q = state.config.auth_failure_limit;
+    state
+        .limiter
+        .check(&failure_bucket(ip), &q, 0)
+        .await
+        .remaining
+        == 0
+}
+
+/// Counts a failed authentication against `ip`; the error to answer with (401, or 429 once the
+/// address has failed too often).
+pub async fn authentication_failed(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    err: ApiError,
+) -> ApiError {
+    let Some(ip) = ip else { return err };
+    if !state.config.rate_limits_enabled {
+        return err;
+    }
+    let q = state.config.auth_failure_limit;
+    let d = state.limiter.check(&failure_bucket(ip), &q, 1).await;
+    if d.allowed {
+        err
+    } else {
+        tracing::warn!(client = %ip, "too many failed authentications from one address");
+        ApiError::RateLimited {
+            retry_after: d.retry_after.unwrap_or(q.period()),
+        }
+    }
+}
+
+/// Whether a key's own limit stays within its account's plan, by rate.
+pub fn within_plan(key_limit: &Quota, plan: &Quota) -> bool {
+    // limit/period ≤ plan.limit/plan.period, in integers.
+    (key_limit.limit() as u128) * plan.period().as_nanos()
+        <= (plan.limit() as u128) * key_limit.period().as_nanos()
+}
