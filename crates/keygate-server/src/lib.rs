@@ -167,7 +167,9 @@ pub fn start(state: AppState, listener: TcpListener) -> anyhow::Result<RunningSe
 
 /// Writes batched usage every `usage_flush_interval`, and a last time on shutdown.
 async fn flush_usage(state: AppState, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(state.config.usage_flush_interval);
+    // The first tick one period from now: an interval's first tick is immediate otherwise.
+    let period = state.config.usage_flush_interval;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

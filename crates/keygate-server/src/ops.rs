@@ -31,11 +31,22 @@ pub async fn healthz() -> axum::Json<Health> {
 
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` or `unavailable`.
+    /// `ready`; `degraded` when the node serves but Redis is unreachable (its limits are then
+    /// its own); `unavailable` when the database does not answer (503).
     pub status: &'static str,
     /// `sqlite` or `postgres`.
     pub database: &'static str,
     pub database_ok: bool,
+    /// `local`, or `redis` (healthy: false while Redis is unreachable and this node limits
+    /// on its own).
+    pub rate_limiter: LimiterOut,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LimiterOut {
+    pub backend: &'static str,
+    pub healthy: bool,
+    pub detail: Option<String>,
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
@@ -53,10 +64,20 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             false
         }
     };
+    let limiter = state.limiter.status();
     let body = Readiness {
-        status: if ok { "ready" } else { "unavailable" },
+        status: match (ok, limiter.healthy) {
+            (false, _) => "unavailable",
+            (true, false) => "degraded",
+            (true, true) => "ready",
+        },
         database: state.store.backend_name(),
         database_ok: ok,
+        rate_limiter: LimiterOut {
+            backend: limiter.backend,
+            healthy: limiter.healthy,
+            detail: limiter.detail,
+        },
     };
     let code = if ok {
         StatusCode::OK

@@ -67,8 +67,24 @@ struct FileConfig {
     token_ttl: Option<u64>,
     token_algorithm: Option<String>,
     token_issuer: Option<String>,
+    /// `[plans.NAME] rate_limit = "100/minute"`, `monthly_credits = 1000`: added to, or
+    /// replacing, the default plans.
+    #[serde(default)]
+    plans: std::collections::BTreeMap<String, PlanConfig>,
+    rate_limits: Option<bool>,
+    auth_failure_limit: Option<String>,
+    /// `"GET /api/v1/reports" = 5`: credits a call costs (`*` for any method).
+    #[serde(default)]
+    costs: std::collections::BTreeMap<String, u64>,
     key_cache_capacity: Option<u64>,
     key_cache_ttl_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PlanConfig {
+    rate_limit: String,
+    monthly_credits: Option<u64>,
 }
 
 pub struct Settings {
@@ -165,6 +181,62 @@ impl Common {
         }
         if let Some(iss) = file.token_issuer {
             server.token_issuer = iss;
+        }
+        for (name, plan) in file.plans {
+            let plan_name_ok = (1..=32).contains(&name.len())
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            anyhow::ensure!(
+                plan_name_ok,
+                "{}: plan names are 1 to 32 of a-z, 0-9, _ and -",
+                from_file(&format!("plans.{name}"))
+            );
+            let rate_limit = plan
+                .rate_limit
+                .parse::<keygate_core::gcra::Quota>()
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: {e}; got {:?}",
+                        from_file(&format!("plans.{name}.rate_limit")),
+                        plan.rate_limit
+                    )
+                })?;
+            server.plans.insert(
+                name,
+                keygate_server::state::Plan {
+                    rate_limit,
+                    monthly_credits: plan.monthly_credits,
+                },
+            );
+        }
+        anyhow::ensure!(
+            server.plans.contains_key(&server.default_plan),
+            "{}: no plan named {:?} is defined",
+            from_file("default_plan"),
+            server.default_plan
+        );
+        if let Some(on) = file.rate_limits {
+            server.rate_limits_enabled = on;
+        }
+        if let Some(q) = file.auth_failure_limit {
+            server.auth_failure_limit = q.parse().map_err(|e| {
+                anyhow::anyhow!("{}: {e}; got {q:?}", from_file("auth_failure_limit"))
+            })?;
+        }
+        for (route, cost) in file.costs {
+            let (method, prefix) = route
+                .split_once(' ')
+                .filter(|(m, p)| !m.is_empty() && p.starts_with('/'))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: expected \"METHOD /path/prefix\"",
+                        from_file(&format!("costs.{route:?}"))
+                    )
+                })?;
+            server
+                .route_costs
+                .push((method.to_owned(), prefix.to_owned(), cost));
         }
         if let Some(url) = &server.database_url {
             anyhow::ensure!(

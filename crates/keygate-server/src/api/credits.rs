@@ -155,7 +155,15 @@ pub async fn grant_credits(
         .get_account(&account)
         .await
         .map_err(|_| ApiError::not_found("Account"))?;
-    let (entry, new) = svc::grant(&state, &acct.id, body.amount, key, body.description).await?;
+    let (entry, new) = svc::grant(
+        &state,
+        &acct.id,
+        &acct.plan,
+        body.amount,
+        key,
+        body.description,
+    )
+    .await?;
     let status = if new {
         StatusCode::CREATED
     } else {

@@ -173,6 +173,29 @@ fn check_can_manage(who: &Principal, key: &ApiKey) -> ApiResult<()> {
     Ok(())
 }
 
+/// A key's own limit must stay within its account's plan.
+fn check_key_limit(
+    state: &AppState,
+    who: &Principal,
+    limit: Option<&str>,
+) -> ApiResult<Option<String>> {
+    let Some(limit) = limit else { return Ok(None) };
+    let quota: keygate_core::gcra::Quota =
+        limit.parse().map_err(|e: keygate_core::gcra::QuotaError| {
+            ApiError::invalid_field("rate_limit", e.to_string())
+        })?;
+    let plan = who.account().and_then(|a| state.config.plans.get(&a.plan));
+    if let Some(plan) = plan {
+        if !crate::ratelimit::within_plan(&quota, &plan.rate_limit) {
+            return Err(ApiError::invalid_field(
+                "rate_limit",
+                format!("must not exceed the account's plan ({})", plan.rate_limit),
+            ));
+        }
+    }
+    Ok(Some(quota.to_string()))
+}
+
 fn check_can_grant(who: &Principal, scope: Scope) -> ApiResult<()> {
     if scope > who.scope {
         return Err(ApiError::forbidden(format!(
@@ -199,11 +222,7 @@ pub async fn create_key(
         environment: body.environment.unwrap_or(Environment::Live),
         expires_at: body.expires_at.map(svc::validate_expiry).transpose()?,
         metadata: svc::validate_metadata(body.metadata.unwrap_or_else(|| serde_json::json!({})))?,
-        rate_limit: body
-            .rate_limit
-            .as_deref()
-            .map(svc::validate_rate_limit)
-            .transpose()?,
+        rate_limit: check_key_limit(&state, &who, body.rate_limit.as_deref())?,
     };
     let (record, generated) =
         svc::create_key(&state, who.account_id.as_ref(), who.user_id.as_ref(), spec).await?;
@@ -291,7 +310,7 @@ pub async fn update_key(
         key.metadata = svc::validate_metadata(m)?;
     }
     if let Some(limit) = patch.rate_limit {
-        key.rate_limit = limit.as_deref().map(svc::validate_rate_limit).transpose()?;
+        key.rate_limit = check_key_limit(&state, &who, limit.as_deref())?;
     }
     svc::save_key(&state, &key).await?;
     Ok(axum::Json(KeyOut::new(&key, OffsetDateTime::now_utc())))

@@ -116,14 +116,17 @@ pub async fn debit(
     }
 }
 
-/// An operator's grant; `(entry, false)` when the idempotency key was used before.
+/// An operator's grant; `(entry, false)` when the idempotency key was used before. The month's
+/// top-up is applied first, so a grant adds to the allowance instead of being absorbed by it.
 pub async fn grant(
     state: &AppState,
     account: &AccountId,
+    plan: &str,
     amount: u64,
     idempotency_key: String,
     description: String,
 ) -> Result<(CreditEntry, bool), ApiError> {
+    refill_if_due(state, account, plan).await?;
     let e = entry(
         account,
         amount as i64,

@@ -78,22 +78,6 @@ pub fn validate_expiry(at: OffsetDateTime) -> Result<OffsetDateTime, ApiError> {
         .unwrap_or(at))
 }
 
-/// A `"N/second|minute|hour|day"` limit; the rate limiter gives it meaning.
-pub fn validate_rate_limit(limit: &str) -> Result<String, ApiError> {
-    let ok = limit.split_once('/').is_some_and(|(n, unit)| {
-        n.parse::<u64>().is_ok_and(|n| n > 0)
-            && matches!(unit, "second" | "minute" | "hour" | "day")
-    });
-    if ok {
-        Ok(limit.to_owned())
-    } else {
-        Err(ApiError::invalid_field(
-            "rate_limit",
-            "must look like 100/minute (second, minute, hour or day)",
-        ))
-    }
-}
-
 /// A new key record and its plaintext, not yet stored.
 pub fn build_key(
     state: &AppState,

@@ -131,12 +131,16 @@ impl TestServer {
     }
 
     pub async fn account(&self, name: &str) -> TestAccount {
+        self.account_on_plan(name, None).await
+    }
+
+    pub async fn account_on_plan(&self, name: &str, plan: Option<&str>) -> TestAccount {
         let created = accounts::create_account(
             &self.state,
             NewAccount {
                 name: name.into(),
                 email: format!("owner@{}.test", name.to_lowercase().replace(' ', "-")),
-                plan: None,
+                plan: plan.map(str::to_owned),
                 password: None,
                 first_name: "Olive".into(),
                 last_name: "Owner".into(),
@@ -318,4 +322,19 @@ macro_rules! on_both_backends {
             }
         )*
     };
+}
+
+pub fn quota(s: &str) -> keygate_core::gcra::Quota {
+    s.parse().expect("quota")
+}
+
+/// Adds a plan to a test server's configuration.
+pub fn with_plan(c: &mut Config, name: &str, rate_limit: &str, monthly_credits: Option<u64>) {
+    c.plans.insert(
+        name.to_owned(),
+        keygate_server::state::Plan {
+            rate_limit: quota(rate_limit),
+            monthly_credits,
+        },
+    );
 }

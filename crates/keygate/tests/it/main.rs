@@ -6,9 +6,11 @@ mod harness;
 
 mod accounts;
 mod cli;
+mod credits;
 mod crossbar;
 mod errors;
 mod keys;
+mod limits;
 mod secrets;
 mod tokens;
 mod usage;
