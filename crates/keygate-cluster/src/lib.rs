@@ -5,10 +5,12 @@
 //! Redis, for several nodes. The Redis ones degrade to the in-process ones while Redis is away,
 //! so a Redis outage loosens limits to per-node limits instead of failing requests.
 
+mod bus;
 mod limiter;
 mod local_limiter;
 mod redis_limiter;
 
+pub use bus::RedisBus;
 pub use keygate_core::gcra::{Decision, Quota};
 pub use limiter::{LimiterStatus, RateLimiter};
 pub use local_limiter::LocalLimiter;

@@ -26,8 +26,15 @@ pub struct Caches {
     by_hash: moka::sync::Cache<KeyHash, Arc<KeyWithAccount>>,
     by_id: moka::sync::Cache<KeyId, Arc<KeyWithAccount>>,
     users: moka::sync::Cache<UserId, Arc<UserWithAccount>>,
+    /// Hashes the database did not know, for a few seconds: a client retrying a wrong key, or
+    /// a scan of invented ones, costs one lookup per hash, not one per request.
+    unknown: moka::sync::Cache<KeyHash, ()>,
     epoch: AtomicU64,
 }
+
+/// How long an unknown key's hash is remembered. Keys are random, so a key created meanwhile
+/// is never one a client tried before; the bound is for safety, not correctness.
+pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(5);
 
 impl Caches {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
@@ -44,6 +51,7 @@ impl Caches {
             by_hash: build(capacity, ttl),
             by_id: build(capacity, ttl),
             users: build(capacity, ttl),
+            unknown: build(capacity, UNKNOWN_KEY_TTL),
             epoch: AtomicU64::new(0),
         }
     }
@@ -55,6 +63,19 @@ impl Caches {
 
     pub fn key_by_id(&self, id: &KeyId) -> Option<Arc<KeyWithAccount>> {
         self.by_id.get(id)
+    }
+
+    pub fn is_unknown(&self, hash: &KeyHash) -> bool {
+        self.unknown.contains_key(hash)
+    }
+
+    pub fn remember_unknown(&self, hash: KeyHash) {
+        self.unknown.insert(hash, ());
+    }
+
+    /// A key was created: its hash is known from now on.
+    pub fn forget_unknown(&self, hash: &KeyHash) {
+        self.unknown.invalidate(hash);
     }
 
     pub fn user(&self, id: &UserId) -> Option<Arc<UserWithAccount>> {
@@ -111,6 +132,7 @@ impl Caches {
         self.by_hash.invalidate_all();
         self.by_id.invalidate_all();
         self.users.invalidate_all();
+        self.unknown.invalidate_all();
     }
 }
 
@@ -139,6 +161,7 @@ mod tests {
             revoked_at: None,
             rolled_to: None,
             rate_limit: None,
+            permissions: Vec::new(),
             metadata: serde_json::json!({}),
             created_at: now,
             last_used_at: None,

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cache;
 pub mod crossbar;
+pub mod gateway;
 pub mod http;
 pub mod ops;
 pub mod ratelimit;
@@ -142,11 +143,24 @@ impl RunningServer {
 
 /// Serves `state` on `listener` with its background tasks.
 pub fn start(state: AppState, listener: TcpListener) -> anyhow::Result<RunningServer> {
+    let app = router(state.clone());
+    start_with(state, listener, app)
+}
+
+/// Serves `app` (the API, or the gateway) with the background tasks every node runs.
+pub fn start_with(
+    state: AppState,
+    listener: TcpListener,
+    app: Router,
+) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let app = router(state.clone());
     let flusher = tokio::spawn(flush_usage(state.clone(), stopped.clone()));
     tokio::spawn(revocation::follow(state.clone(), stopped.clone()));
+    let subscriber = state.bus.as_ref().map(|bus| {
+        let waker = state.clone();
+        bus.subscribe(revocation::CHANNEL, move || waker.feed_wakeup.notify_one())
+    });
     let mut serve_stopped = stopped.clone();
     let task = tokio::spawn(async move {
         let serving = axum::serve(
@@ -159,6 +173,9 @@ pub fn start(state: AppState, listener: TcpListener) -> anyhow::Result<RunningSe
         let result = serving.await;
         // The flusher writes what is left once the server has stopped taking requests.
         flusher.await.ok();
+        if let Some(s) = subscriber {
+            s.abort();
+        }
         result.map_err(Into::into)
     });
     tracing::info!(%addr, database = state.store.backend_name(), "keygate listening");

@@ -41,7 +41,7 @@ impl RateLimitSlot {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
     }
 
-    fn take(&self) -> Option<RateLimitInfo> {
+    pub fn take(&self) -> Option<RateLimitInfo> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
@@ -93,15 +93,17 @@ pub fn write_headers(h: &mut HeaderMap, info: &RateLimitInfo, now_unix: i64) {
     );
 }
 
-/// Applies the caller's rate limits and the call's credit cost. Operators are not limited.
+/// Applies the caller's rate limits and debits the call's credit `cost`. Operators are not
+/// limited.
 pub async fn enforce(
     state: &AppState,
     who: &Principal,
     slot: Option<&RateLimitSlot>,
-    method: &str,
-    path: &str,
+    call: (&str, &str),
+    cost: u64,
     idempotency_key: Option<&str>,
 ) -> Result<(), ApiError> {
+    let (method, path) = call;
     if who.is_operator() {
         return Ok(());
     }
@@ -146,7 +148,6 @@ pub async fn enforce(
             slot.put(info);
         }
     }
-    let cost = crate::service::credits::cost_of(state, method, path);
     if cost > 0 {
         let idem = match idempotency_key {
             Some(k) => format!("call:{k}"),

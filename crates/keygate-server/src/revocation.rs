@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use crate::state::AppState;
 
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// The Redis channel that says "the feed has news": other nodes read it at once.
+pub const CHANNEL: &str = "keygate:revocations";
 /// How many ids below the highest seen are read again, for late-visible rows.
 const OVERLAP: i64 = 256;
 /// Entries without an expiry are useful only to nodes that are running; a day is ample.
@@ -77,7 +79,12 @@ pub async fn publish(
         created_at: crate::service::now(),
     };
     apply(state, &entry).await;
-    state.store.publish_revocation(&entry).await
+    state.store.publish_revocation(&entry).await?;
+    // Wakes the other nodes now; without it they read the entry at their next poll.
+    if let Some(bus) = &state.bus {
+        bus.publish(CHANNEL, kind.as_str()).await;
+    }
+    Ok(())
 }
 
 /// What an entry means for this node's caches.
@@ -129,6 +136,8 @@ pub async fn follow(state: AppState, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // Another node published: read now rather than at the next tick.
+            _ = state.feed_wakeup.notified() => tracing::debug!("revocation feed woken by the bus"),
             _ = stopped.wait_for(|s| *s) => return,
         }
         polls += 1;

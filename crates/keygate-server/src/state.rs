@@ -125,6 +125,10 @@ pub struct Inner {
     pub tokens: TokenService,
     /// Where this node is in the revocation feed.
     pub feed: FeedCursor,
+    /// With Redis: the channel that wakes every node's revocation feed at once.
+    pub bus: Option<Arc<keygate_cluster::RedisBus>>,
+    /// Wakes this node's feed poller before its next tick.
+    pub feed_wakeup: tokio::sync::Notify,
     /// The rate limiter: in-process, or over Redis when several nodes share one.
     pub limiter: Arc<dyn keygate_cluster::RateLimiter>,
     /// (account, month) pairs whose monthly credit top-up this node has applied or seen.
@@ -170,6 +174,13 @@ impl AppState {
         .await
         .context("loading the token signing keys")?;
         let caches = Caches::new(config.key_cache_capacity, config.key_cache_ttl);
+        let bus = match &config.redis_url {
+            Some(url) => Some(
+                keygate_cluster::RedisBus::new(url)
+                    .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?,
+            ),
+            None => None,
+        };
         let limiter: Arc<dyn keygate_cluster::RateLimiter> = match &config.redis_url {
             Some(url) => Arc::new(
                 keygate_cluster::RedisLimiter::connect(url)
@@ -185,6 +196,8 @@ impl AppState {
             tokens,
             feed: FeedCursor::default(),
             limiter,
+            bus,
+            feed_wakeup: tokio::sync::Notify::new(),
             refilled: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))

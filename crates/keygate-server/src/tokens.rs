@@ -45,49 +45,99 @@ pub struct KeySet {
 }
 
 /// Reads the master key from `configured` (base64), else from `data_dir/master.key`, creating
-/// that file (mode 0600) on first start.
+/// that file (mode 0600) on first start. Two processes starting together on a new data dir (a
+/// server and a gateway, say) agree on one key: the file appears whole and only once, and the
+/// process that did not write it reads the other's.
 pub fn load_master_key(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<MasterKey> {
     if let Some(b64) = configured {
         return MasterKey::from_base64(b64)
             .map_err(|e| anyhow::anyhow!("master_key (KEYGATE_MASTER_KEY): {e}"));
     }
     let path = data_dir.join("master.key");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => MasterKey::from_base64(text.trim())
-            .map_err(|e| anyhow::anyhow!("the master key file {}: {e}", path.display())),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
-            let key = MasterKey::generate()
-                .map_err(|e| anyhow::anyhow!("generating the master key: {e}"))?;
-            write_private_file(&path, &key.to_base64())?;
-            tracing::info!(path = %path.display(), "created the master key; back it up with the database");
-            Ok(key)
-        }
-        Err(err) => {
-            Err(err).with_context(|| format!("reading the master key file {}", path.display()))
-        }
+    let read = |path: &Path| -> anyhow::Result<MasterKey> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the master key file {}", path.display()))?;
+        MasterKey::from_base64(text.trim())
+            .map_err(|e| anyhow::anyhow!("the master key file {}: {e}", path.display()))
+    };
+    if path.exists() {
+        return read(&path);
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let key =
+        MasterKey::generate().map_err(|e| anyhow::anyhow!("generating the master key: {e}"))?;
+    if publish_private_file(&path, &key.to_base64())? {
+        tracing::info!(path = %path.display(), "created the master key; back it up with the database");
+        Ok(key)
+    } else {
+        read(&path)
     }
 }
 
-fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// Writes `contents` to a private temporary file, then links it to `path` if nothing is there:
+/// readers never see a half-written file, and an existing one is never replaced. `false` when
+/// another process published first.
+fn publish_private_file(path: &Path, contents: &str) -> anyhow::Result<bool> {
     use std::io::Write;
+    let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = match options.open(path) {
-        Ok(f) => f,
-        // Another process (an admin command started with the server) made it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
-    };
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(contents.as_bytes())
         .and_then(|_| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod master_key_tests {
+    use super::*;
+
+    #[test]
+    fn processes_starting_together_agree_on_one_master_key() {
+        let dir = std::env::temp_dir().join(format!("kg-master-{}", uuid::Uuid::new_v4().simple()));
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_master_key(None, &dir).expect("key").to_base64()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        assert!(
+            keys.windows(2).all(|w| w[0] == w[1]),
+            "every starter got the same key"
+        );
+        assert_eq!(
+            load_master_key(None, &dir).expect("reload").to_base64(),
+            keys[0]
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("master.key"))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 impl TokenService {

@@ -31,7 +31,7 @@ pub(crate) const CREDIT_COLUMNS: &str =
     "id, account_id, amount, balance_after, kind, idempotency_key, description, key_id, created_at";
 pub(crate) const KEY_COLUMNS: &str = "k.id, k.account_id, k.created_by, k.name, k.description, k.scope, \
      k.environment, k.key_hash, k.start, k.last4, k.expires_at, k.revoked_at, k.rolled_to, k.rate_limit, \
-     k.metadata, k.created_at, k.last_used_at";
+     k.metadata, k.created_at, k.last_used_at, k.permissions";
 
 macro_rules! sql_store {
     ($Store:ident, $Db:ty) => {
@@ -121,6 +121,11 @@ macro_rules! sql_store {
                 revoked_at: opt_from_ms(opt_int(row, "revoked_at")?)?,
                 rolled_to: opt_text(row, "rolled_to")?.map(KeyId::from_trusted),
                 rate_limit: opt_text(row, "rate_limit")?,
+                permissions: text(row, "permissions")?
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
                 metadata: serde_json::from_str(&metadata).map_err(|_| corrupt("key metadata"))?,
                 created_at: from_ms(int(row, "created_at")?)?,
                 last_used_at: opt_from_ms(opt_int(row, "last_used_at")?)?,
@@ -134,7 +139,8 @@ macro_rules! sql_store {
             sqlx::query(
                 "INSERT INTO api_keys (id, account_id, created_by, name, description, scope, environment, \
                  key_hash, start, last4, expires_at, revoked_at, rolled_to, rate_limit, metadata, created_at, \
-                 last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                 last_used_at, permissions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $17, $18)",
             )
             .bind(k.id.as_str())
             .bind(k.account_id.as_ref().map(|a| a.as_str()))
@@ -153,6 +159,7 @@ macro_rules! sql_store {
             .bind(k.metadata.to_string())
             .bind(to_ms(k.created_at))
             .bind(k.last_used_at.map(to_ms))
+            .bind(k.permissions.join(","))
             .execute(exec)
             .await
             .map_err(map_err)?;
@@ -165,7 +172,7 @@ macro_rules! sql_store {
         {
             let done = sqlx::query(
                 "UPDATE api_keys SET name = $1, description = $2, scope = $3, expires_at = $4, revoked_at = $5, \
-                 rolled_to = $6, rate_limit = $7, metadata = $8 WHERE id = $9",
+                 rolled_to = $6, rate_limit = $7, metadata = $8, permissions = $9 WHERE id = $10",
             )
             .bind(&k.name)
             .bind(&k.description)
@@ -175,6 +182,7 @@ macro_rules! sql_store {
             .bind(k.rolled_to.as_ref().map(|r| r.as_str()))
             .bind(k.rate_limit.as_deref())
             .bind(k.metadata.to_string())
+            .bind(k.permissions.join(","))
             .bind(k.id.as_str())
             .execute(exec)
             .await

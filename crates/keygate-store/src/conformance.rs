@@ -2136,6 +2136,7 @@ fn new_key(account: Option<&AccountId>, created_by: Option<&UserId>, name: &str)
         revoked_at: None,
         rolled_to: None,
         rate_limit: None,
+        permissions: Vec::new(),
         metadata: json!({"purpose": "conformance"}),
         created_at: now(),
         last_used_at: None,

@@ -122,6 +122,8 @@ pub struct ApiKey {
     pub rolled_to: Option<KeyId>,
     /// A per-key limit such as `"10/second"`, below the account's plan.
     pub rate_limit: Option<String>,
+    /// Permissions beside the scope, such as `verify` (the verification API).
+    pub permissions: Vec<String>,
     pub metadata: serde_json::Value,
     pub created_at: OffsetDateTime,
     pub last_used_at: Option<OffsetDateTime>,

@@ -76,6 +76,7 @@ struct FileConfig {
     /// `"GET /api/v1/reports" = 5`: credits a call costs (`*` for any method).
     #[serde(default)]
     costs: std::collections::BTreeMap<String, u64>,
+    gateway: Option<GatewayFile>,
     key_cache_capacity: Option<u64>,
     key_cache_ttl_seconds: Option<u64>,
 }
@@ -87,9 +88,114 @@ struct PlanConfig {
     monthly_credits: Option<u64>,
 }
 
+/// `[gateway]`: the upstream, where to listen, and per-route scopes and costs.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    upstream: Option<String>,
+    listen: Option<String>,
+    timeout_seconds: Option<u64>,
+    #[serde(default)]
+    admin_prefixes: Vec<String>,
+    #[serde(default)]
+    routes: Vec<RouteFile>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    prefix: String,
+    methods: Option<Vec<String>>,
+    scope: Option<String>,
+    #[serde(default)]
+    cost: u64,
+}
+
 pub struct Settings {
     pub server: keygate_server::Config,
     pub log_format: LogFormat,
+    /// The listen address given by flag or environment, if any (the gateway reads it too).
+    pub listen_flag: Option<SocketAddr>,
+    pub gateway: GatewayFile,
+}
+
+impl Settings {
+    /// The gateway's settings: flags, then `[gateway]`, then defaults.
+    pub fn gateway_config(
+        &self,
+        upstream_flag: Option<String>,
+    ) -> anyhow::Result<keygate_server::gateway::GatewayConfig> {
+        use keygate_server::gateway::{GatewayConfig, RouteRule};
+        let g = &self.gateway;
+        let upstream = upstream_flag
+            .or_else(|| g.upstream.clone())
+            .ok_or_else(|| {
+                anyhow::anyhow!("gateway: --upstream (or [gateway] upstream) is required")
+            })?;
+        let uri: axum_http::Uri = upstream.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "gateway upstream: expected a URL such as http://127.0.0.1:9000, got {upstream:?}"
+            )
+        })?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http") && uri.authority().is_some(),
+            "gateway upstream: expected http://host:port[/base], got {upstream:?}"
+        );
+        let mut cfg = GatewayConfig::new(uri);
+        cfg.listen = match (self.listen_flag, &g.listen) {
+            (Some(l), _) => l,
+            (None, Some(l)) => l.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "[gateway] listen: expected an address such as 127.0.0.1:8081, got {l:?}"
+                )
+            })?,
+            (None, None) => cfg.listen,
+        };
+        if let Some(t) = g.timeout_seconds {
+            anyhow::ensure!(
+                (1..=600).contains(&t),
+                "[gateway] timeout_seconds: expected 1 to 600, got {t}"
+            );
+            cfg.timeout = Duration::from_secs(t);
+        }
+        cfg.admin_prefixes = g.admin_prefixes.clone();
+        for (i, r) in g.routes.iter().enumerate() {
+            anyhow::ensure!(
+                r.prefix.starts_with('/'),
+                "[[gateway.routes]] #{}: prefix must start with /",
+                i + 1
+            );
+            let methods = match &r.methods {
+                None => None,
+                Some(ms) if ms.iter().any(|m| m == "*") => None,
+                Some(ms) => Some(
+                    ms.iter()
+                        .map(|m| {
+                            m.to_ascii_uppercase().parse().map_err(|_| {
+                                anyhow::anyhow!("[[gateway.routes]] #{}: bad method {m:?}", i + 1)
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                ),
+            };
+            let scope = match &r.scope {
+                None => None,
+                Some(s) => Some(s.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "[[gateway.routes]] #{}: scope must be read, write or admin, got {s:?}",
+                        i + 1
+                    )
+                })?),
+            };
+            cfg.routes.push(RouteRule {
+                prefix: r.prefix.clone(),
+                methods,
+                scope,
+                cost: r.cost,
+            });
+        }
+        Ok(cfg)
+    }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -114,6 +220,7 @@ impl Common {
             Some(p) => format!("{what} (from {})", p.display()),
             None => what.to_owned(),
         };
+        let listen_flag = self.listen;
         let listen = match (self.listen, &file.listen) {
             (Some(l), _) => l,
             (None, Some(s)) => s.parse().map_err(|_| {
@@ -249,6 +356,8 @@ impl Common {
         Ok(Settings {
             server,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            listen_flag,
+            gateway: file.gateway.unwrap_or_default(),
         })
     }
 }

@@ -35,6 +35,14 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Put Keygate in front of an upstream HTTP API (shares the server's database).
+    Gateway {
+        /// The upstream, e.g. http://127.0.0.1:9000 [or [gateway] upstream].
+        #[arg(long, env = "KEYGATE_UPSTREAM")]
+        upstream: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -129,6 +137,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = common.resolve()?;
             init_logging(settings.log_format, "info,sqlx=warn");
             serve(settings.server).await
+        }
+        Command::Gateway { upstream, common } => {
+            let settings = common.resolve()?;
+            init_logging(settings.log_format, "info,sqlx=warn");
+            let gateway = settings.gateway_config(upstream)?;
+            let listener = tokio::net::TcpListener::bind(gateway.listen)
+                .await
+                .with_context(|| format!("listening on {}", gateway.listen))?;
+            let state = AppState::open(settings.server).await?;
+            tracing::info!(upstream = %gateway.upstream, "gateway starting");
+            let app = keygate_server::gateway::router(state.clone(), gateway);
+            let server = keygate_server::start_with(state, listener, app)?;
+            server.run_until(shutdown_signal()).await?;
+            Ok(())
         }
         Command::Migrate { common } => {
             let settings = common.resolve()?;

@@ -42,6 +42,7 @@ pub struct KeyOut {
     /// The key that replaced this one when it was rolled.
     pub rolled_to: Option<String>,
     pub rate_limit: Option<String>,
+    pub permissions: Vec<String>,
     pub metadata: Value,
 }
 
@@ -68,6 +69,7 @@ impl KeyOut {
             created_by: k.created_by.as_ref().map(ToString::to_string),
             rolled_to: k.rolled_to.as_ref().map(ToString::to_string),
             rate_limit: k.rate_limit.clone(),
+            permissions: k.permissions.clone(),
             metadata: k.metadata.clone(),
         }
     }
@@ -101,6 +103,9 @@ pub struct KeyIn {
     pub metadata: Option<Value>,
     /// e.g. `10/second`; at most the account's plan.
     pub rate_limit: Option<String>,
+    /// Beside the scope: `verify` lets the key call `POST /api/v1/keys/verify` for its account.
+    #[serde(default)]
+    pub permissions: Vec<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -223,6 +228,7 @@ pub async fn create_key(
         expires_at: body.expires_at.map(svc::validate_expiry).transpose()?,
         metadata: svc::validate_metadata(body.metadata.unwrap_or_else(|| serde_json::json!({})))?,
         rate_limit: check_key_limit(&state, &who, body.rate_limit.as_deref())?,
+        permissions: svc::validate_permissions(body.permissions)?,
     };
     let (record, generated) =
         svc::create_key(&state, who.account_id.as_ref(), who.user_id.as_ref(), spec).await?;

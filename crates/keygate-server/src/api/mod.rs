@@ -7,6 +7,7 @@ pub mod me;
 pub mod tokens;
 pub mod usage;
 pub mod users;
+pub mod verify;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,6 +32,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(credits::credit_usage))
         .routes(routes!(credits::grant_credits))
         .routes(routes!(usage::get_usage))
+        .routes(routes!(verify::verify_key))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(
             users::get_user,

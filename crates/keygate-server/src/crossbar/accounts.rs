@@ -137,6 +137,7 @@ pub async fn recreate_api_key(
                 expires_at: None,
                 metadata: json!({}),
                 rate_limit: None,
+                permissions: Vec::new(),
             };
             crate::service::keys::create_key(&state, Some(&account.id), who.user_id.as_ref(), spec)
                 .await?

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
-use keygate_core::{key, AccountId, KeyId, Scope, UserId};
+use keygate_core::{key, AccountId, KeyHash, KeyId, Scope, UserId};
 use keygate_store::{Account, AccountStatus, KeyStatus, KeyWithAccount, Role, StoreError};
 use keygate_token::{AuthClaims, AuthMethod};
 use time::OffsetDateTime;
@@ -156,31 +156,66 @@ pub async fn authenticate(
     }
 }
 
-/// Hot path for API keys. See the module comment for the order of checks. An address that has
-/// failed too often is answered from the cache only: its unknown keys never reach the database.
+/// Why a key could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// Malformed, unknown, or (to a caller who may not see it) another account's.
+    NotFound,
+    Revoked,
+    Expired,
+    /// Its account is disabled.
+    Disabled,
+}
+
+impl KeyRefusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            KeyRefusal::NotFound => INVALID_KEY,
+            KeyRefusal::Revoked => "This API key has been revoked",
+            KeyRefusal::Expired => "This API key has expired",
+            KeyRefusal::Disabled => "This account is disabled",
+        }
+    }
+}
+
+/// Hot path: the key a credential names, through the caches; the database only on a miss,
+/// and not at all for an address that has failed too often (`ip`) or a hash known to be
+/// unknown. Its status is checked by [`key_refusal`].
+pub async fn lookup_key(
+    state: &AppState,
+    raw: &str,
+    ip: Option<IpAddr>,
+) -> Result<(KeyHash, Arc<KeyWithAccount>), ApiError> {
+    let parsed = key::parse(raw).map_err(|_| ApiError::unauthorized(INVALID_KEY))?;
+    let hash = parsed.hash();
+    if let Some(entry) = state.caches.key_by_hash(&hash) {
+        return Ok((hash, entry));
+    }
+    if state.caches.is_unknown(&hash) || crate::ratelimit::failures_exhausted(state, ip).await {
+        return Err(ApiError::unauthorized(INVALID_KEY));
+    }
+    let epoch = state.caches.epoch();
+    match state.store.find_key_by_hash(&hash).await {
+        Ok(found) => {
+            let found = Arc::new(found);
+            state.caches.insert_by_hash(hash, found.clone(), epoch);
+            Ok((hash, found))
+        }
+        Err(StoreError::NotFound) => {
+            state.caches.remember_unknown(hash);
+            Err(ApiError::unauthorized(INVALID_KEY))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Hot path for API keys. See the module comment for the order of checks.
 pub async fn authenticate_key(
     state: &AppState,
     raw: &str,
     ip: Option<IpAddr>,
 ) -> Result<Principal, ApiError> {
-    let parsed = key::parse(raw).map_err(|_| ApiError::unauthorized(INVALID_KEY))?;
-    let hash = parsed.hash();
-    let entry = match state.caches.key_by_hash(&hash) {
-        Some(entry) => entry,
-        None => {
-            if crate::ratelimit::failures_exhausted(state, ip).await {
-                return Err(ApiError::unauthorized(INVALID_KEY));
-            }
-            let epoch = state.caches.epoch();
-            let found = match state.store.find_key_by_hash(&hash).await {
-                Ok(found) => Arc::new(found),
-                Err(StoreError::NotFound) => return Err(ApiError::unauthorized(INVALID_KEY)),
-                Err(err) => return Err(err.into()),
-            };
-            state.caches.insert_by_hash(hash, found.clone(), epoch);
-            found
-        }
-    };
+    let (hash, entry) = lookup_key(state, raw, ip).await?;
     let now = OffsetDateTime::now_utc();
     check_key(&entry, now)?;
     let k = &entry.key;
@@ -195,20 +230,28 @@ pub async fn authenticate_key(
     })
 }
 
-fn check_key(entry: &KeyWithAccount, now: OffsetDateTime) -> Result<(), ApiError> {
+/// Whether a found key may be used now.
+pub fn key_refusal(entry: &KeyWithAccount, now: OffsetDateTime) -> Option<KeyRefusal> {
     match entry.key.status_at(now) {
         KeyStatus::Active => {}
-        KeyStatus::Revoked => return Err(ApiError::unauthorized("This API key has been revoked")),
-        KeyStatus::Expired => return Err(ApiError::unauthorized("This API key has expired")),
+        KeyStatus::Revoked => return Some(KeyRefusal::Revoked),
+        KeyStatus::Expired => return Some(KeyRefusal::Expired),
     }
     if entry
         .account
         .as_ref()
         .is_some_and(|a| a.status != AccountStatus::Active)
     {
-        return Err(ApiError::unauthorized("This account is disabled"));
+        return Some(KeyRefusal::Disabled);
     }
-    Ok(())
+    None
+}
+
+fn check_key(entry: &KeyWithAccount, now: OffsetDateTime) -> Result<(), ApiError> {
+    match key_refusal(entry, now) {
+        None => Ok(()),
+        Some(r) => Err(ApiError::unauthorized(r.message())),
+    }
 }
 
 /// The scope a user's own credentials carry: owners and admins administer, members work.
@@ -334,15 +377,9 @@ async fn authenticate_request(parts: &mut Parts, state: &AppState) -> Result<Pri
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| (1..=200).contains(&k.len()));
-    crate::ratelimit::enforce(
-        state,
-        &p,
-        slot.as_ref(),
-        parts.method.as_str(),
-        parts.uri.path(),
-        idem,
-    )
-    .await?;
+    let (method, path) = (parts.method.as_str(), parts.uri.path());
+    let cost = crate::service::credits::cost_of(state, method, path);
+    crate::ratelimit::enforce(state, &p, slot.as_ref(), (method, path), cost, idem).await?;
     parts.extensions.insert(p.clone());
     Ok(p)
 }
@@ -395,5 +432,33 @@ impl FromRequestParts<AppState> for Operator {
             return Err(ApiError::forbidden("This action needs an operator key"));
         }
         Ok(Operator(principal))
+    }
+}
+
+/// The caller of the verification API: an operator key, or a key holding the `verify`
+/// permission (which verifies its own account's keys only). Not rate-limited itself: the call
+/// counts against the key it verifies.
+pub struct VerifyCaller(pub Principal);
+
+impl FromRequestParts<AppState> for VerifyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let p = authenticate(state, &parts.headers, ip).await?;
+        let allowed = p.is_operator()
+            || (p.token.is_none()
+                && p.key
+                    .as_ref()
+                    .is_some_and(|k| k.key.permissions.iter().any(|x| x == "verify")));
+        if !allowed {
+            return Err(ApiError::forbidden(
+                "Verifying keys needs an operator key or a key with the verify permission",
+            ));
+        }
+        Ok(VerifyCaller(p))
     }
 }

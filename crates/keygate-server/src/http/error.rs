@@ -26,6 +26,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("The upstream service could not be reached")]
+    BadGateway,
+    #[error("The upstream service did not answer in time")]
+    GatewayTimeout,
     #[error("Rate limit exceeded. Please try again later.")]
     RateLimited { retry_after: std::time::Duration },
     #[error("Not enough credits: this call needs {needed}, {available} available")]
@@ -77,6 +81,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BadGateway => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,6 +98,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::BadGateway => "bad_gateway",
+            ApiError::GatewayTimeout => "gateway_timeout",
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
             ApiError::Internal(_) => "internal",
         }

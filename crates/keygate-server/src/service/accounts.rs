@@ -87,6 +87,7 @@ pub async fn create_account(state: &AppState, new: NewAccount) -> Result<Created
         expires_at: None,
         metadata: serde_json::json!({}),
         rate_limit: None,
+        permissions: Vec::new(),
     };
     let (key, plaintext) = build_key(state, Some(&account.id), Some(&owner.id), spec)?;
     let account = Account {
@@ -133,6 +134,7 @@ pub async fn create_operator_key(
         expires_at: None,
         metadata: serde_json::json!({}),
         rate_limit: None,
+        permissions: Vec::new(),
     };
     super::keys::create_key(state, None, None, spec).await
 }

@@ -16,6 +16,9 @@ pub const MAX_METADATA_BYTES: usize = 4096;
 pub const DEFAULT_ROLL_GRACE_SECONDS: u64 = 24 * 3600;
 pub const MAX_ROLL_GRACE_SECONDS: u64 = 30 * 24 * 3600;
 
+/// The permissions a key may hold beside its scope.
+pub const PERMISSIONS: &[&str] = &["verify"];
+
 pub struct KeySpec {
     pub name: String,
     pub description: String,
@@ -24,6 +27,7 @@ pub struct KeySpec {
     pub expires_at: Option<OffsetDateTime>,
     pub metadata: Value,
     pub rate_limit: Option<String>,
+    pub permissions: Vec<String>,
 }
 
 pub fn validate_key_name(name: &str) -> Result<String, ApiError> {
@@ -102,6 +106,7 @@ pub fn build_key(
         revoked_at: None,
         rolled_to: None,
         rate_limit: spec.rate_limit,
+        permissions: spec.permissions,
         metadata: spec.metadata,
         created_at: now(),
         last_used_at: None,
@@ -117,6 +122,7 @@ pub async fn create_key(
 ) -> Result<(ApiKey, GeneratedKey), ApiError> {
     let (record, generated) = build_key(state, account, created_by, spec)?;
     state.store.create_key(&record).await?;
+    state.caches.forget_unknown(&record.hash);
     tracing::info!(key_id = %record.id, scope = %record.scope, "api key created");
     Ok((record, generated))
 }
@@ -169,6 +175,7 @@ pub async fn roll_key(
         expires_at: old.expires_at,
         metadata: old.metadata.clone(),
         rate_limit: old.rate_limit.clone(),
+        permissions: old.permissions.clone(),
     };
     let (new, generated) = build_key(
         state,
@@ -184,7 +191,27 @@ pub async fn roll_key(
     }
     old.rolled_to = Some(new.id.clone());
     state.store.roll_key(&old, &new).await?;
+    state.caches.forget_unknown(&new.hash);
     forget_key(state, &old).await?;
     tracing::info!(old_key_id = %old.id, new_key_id = %new.id, grace_seconds, "api key rolled");
     Ok((new, generated))
+}
+
+pub fn validate_permissions(p: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for name in p {
+        if !PERMISSIONS.contains(&name.as_str()) {
+            return Err(ApiError::invalid_field(
+                "permissions",
+                format!(
+                    "unknown permission {name:?}; known: {}",
+                    PERMISSIONS.join(", ")
+                ),
+            ));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
 }

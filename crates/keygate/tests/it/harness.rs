@@ -253,9 +253,8 @@ impl TestServer {
     pub async fn another_node(&self) -> TestServer {
         let data_dir = self.data_dir.clone();
         let url = self.database_url.clone();
-        let mut config = Config::with_data_dir(data_dir.clone());
-        config.database_url = Some(url.clone());
-        config.usage_flush_interval = Duration::from_secs(3600);
+        // The same settings as this node: another node of one deployment.
+        let config = self.state.config.clone();
         let state = AppState::open(config).await.expect("second node state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,0 +1,523 @@
+//! The gateway in front of a real upstream: scopes, identity headers, stripped credentials,
+//! streaming, hop-by-hop headers, 502/504, costs, and revocation seen by a gateway node.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::routing::any;
+use keygate_server::gateway::{GatewayConfig, RouteRule};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{Backend, TestServer};
+
+/// An upstream that records the headers it received and echoes the body back.
+#[derive(Clone, Default)]
+pub(crate) struct Upstream {
+    seen: Arc<Mutex<Vec<HeaderMap>>>,
+}
+
+pub(crate) async fn start_upstream() -> (String, Upstream) {
+    let upstream = Upstream::default();
+    let seen = upstream.seen.clone();
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            any(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .fallback(any(move |req: Request| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("lock").push(req.headers().clone());
+                let (parts, body) = req.into_parts();
+                let bytes: Bytes = axum::body::to_bytes(body, usize::MAX).await.expect("body");
+                axum::response::Response::builder()
+                    .header("x-upstream-path", parts.uri.to_string())
+                    .header("x-upstream-length", bytes.len().to_string())
+                    .header("connection", "x-internal")
+                    .header("x-internal", "do-not-leak")
+                    .body(Body::from(bytes))
+                    .expect("response")
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("upstream") });
+    (format!("http://{addr}"), upstream)
+}
+
+/// A gateway node on the test server's database.
+async fn start_gateway(
+    srv: &TestServer,
+    upstream: &str,
+    adjust: impl FnOnce(&mut GatewayConfig),
+) -> String {
+    let mut cfg = GatewayConfig::new(upstream.parse().expect("uri"));
+    cfg.timeout = Duration::from_secs(1);
+    adjust(&mut cfg);
+    let node = srv.another_node().await;
+    let app = keygate_server::gateway::router(node.state.clone(), cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let running = keygate_server::start_with(node.state.clone(), listener, app).expect("gateway");
+    let base = format!("http://{}", running.addr);
+    // The gateway lives as long as the test: leak its handle rather than stop it early.
+    std::mem::forget(running);
+    std::mem::forget(node);
+    base
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: Method,
+    url: &str,
+    key: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> crate::harness::Resp {
+    let mut req = client.request(method, url);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    TestServer::read(req.send().await.expect("send")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_applies_scopes_strips_the_credential_and_adds_identity_and_limit_headers() {
+    let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let (up, upstream) = start_upstream().await;
+    let gw = start_gateway(&srv, &up, |_| {}).await;
+    let acme = srv.account("Acme").await;
+    let (reader, reader_id) = srv
+        .create_key(&acme.key, json!({"name": "ro", "scope": "read"}))
+        .await;
+    let (writer, _) = srv
+        .create_key(&acme.key, json!({"name": "rw", "scope": "write"}))
+        .await;
+    let c = reqwest::Client::new();
+
+    let r = call(
+        &c,
+        Method::GET,
+        &format!("{gw}/api/posts?page=2"),
+        Some(&reader),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-upstream-path"), Some("/api/posts?page=2"));
+    assert_eq!(r.header("x-ratelimit-limit"), Some("100"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("99"));
+    assert!(r.header("x-ratelimit-reset").is_some());
+    assert!(
+        r.header("x-internal").is_none(),
+        "a header the upstream's Connection names is hop-by-hop"
+    );
+    let seen = upstream
+        .seen
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .expect("a request reached upstream");
+    assert!(
+        seen.get("authorization").is_none(),
+        "the credential is stripped"
+    );
+    assert_eq!(seen["x-keygate-account-id"], acme.id.as_str());
+    assert_eq!(seen["x-keygate-key-id"], reader_id.as_str());
+    assert_eq!(seen["x-keygate-scope"], "read");
+    assert!(seen.get("x-forwarded-for").is_some());
+
+    let r = call(
+        &c,
+        Method::POST,
+        &format!("{gw}/api/posts"),
+        Some(&reader),
+        Some(b"{}".to_vec()),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), "forbidden");
+    let r = call(
+        &c,
+        Method::POST,
+        &format!("{gw}/api/posts"),
+        Some(&writer),
+        Some(b"{\"caption\":\"hi\"}".to_vec()),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body["caption"], "hi",
+        "the body reached the upstream and came back"
+    );
+
+    let r = call(&c, Method::GET, &format!("{gw}/api/posts"), None, None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.error_code(), "unauthorized");
+    // X-API-Key and X-Auth-Token work, and are stripped too.
+    let (token, _) = srv.api_auth(&reader).await;
+    for (h, v) in [
+        ("x-api-key", reader.as_str()),
+        ("x-auth-token", token.as_str()),
+    ] {
+        let r = c
+            .get(format!("{gw}/api/posts"))
+            .header(h, v)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200, "{h}");
+        let seen = upstream
+            .seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("request");
+        assert!(seen.get(h).is_none(), "{h} is stripped");
+    }
+    // A spoofed identity header from the client is replaced.
+    let r = c
+        .get(format!("{gw}/x"))
+        .bearer_auth(&reader)
+        .header("x-keygate-scope", "admin")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        upstream.seen.lock().expect("lock").last().expect("request")["x-keygate-scope"],
+        "read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_and_response_bodies_stream_through_whole_beyond_the_api_limit() {
+    let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let (up, _) = start_upstream().await;
+    let gw = start_gateway(&srv, &up, |_| {}).await;
+    let acme = srv.account("Acme").await;
+    let big: Vec<u8> = (0..5 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let r = reqwest::Client::new()
+        .put(format!("{gw}/upload"))
+        .bearer_auth(&acme.key)
+        .body(big.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-upstream-length"],
+        big.len().to_string().as_str()
+    );
+    assert_eq!(r.bytes().await.expect("body").as_ref(), big.as_slice());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_is_down_or_slow_gets_502_or_504_with_the_error_body() {
+    let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let acme = srv.account("Acme").await;
+    let c = reqwest::Client::new();
+    let down = start_gateway(&srv, "http://127.0.0.1:1", |_| {}).await;
+    let r = call(
+        &c,
+        Method::GET,
+        &format!("{down}/api/posts"),
+        Some(&acme.key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.error_code(), "bad_gateway");
+    assert!(
+        r.header("x-ratelimit-limit").is_some(),
+        "rate-limit headers on every answer"
+    );
+    let (up, _) = start_upstream().await;
+    let gw = start_gateway(&srv, &up, |_| {}).await;
+    let r = call(
+        &c,
+        Method::GET,
+        &format!("{gw}/slow"),
+        Some(&acme.key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.error_code(), "gateway_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_routes_change_the_scope_and_charge_credits() {
+    let srv = TestServer::start_with(Backend::Sqlite, |c| {
+        crate::harness::with_plan(c, "metered", "1000/minute", Some(10))
+    })
+    .await
+    .expect("sqlite");
+    let (up, _) = start_upstream().await;
+    let gw = start_gateway(&srv, &up, |cfg| {
+        cfg.admin_prefixes.push("/api/settings".into());
+        cfg.routes.push(RouteRule {
+            prefix: "/api/images/generate".into(),
+            methods: None,
+            scope: None,
+            cost: 4,
+        });
+    })
+    .await;
+    let acme = srv.account_on_plan("Acme", Some("metered")).await;
+    let (writer, _) = srv
+        .create_key(&acme.key, json!({"name": "rw", "scope": "write"}))
+        .await;
+    let c = reqwest::Client::new();
+    let r = call(
+        &c,
+        Method::GET,
+        &format!("{gw}/api/settings/billing"),
+        Some(&writer),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 403, "admin prefixes need admin");
+    assert_eq!(
+        call(
+            &c,
+            Method::GET,
+            &format!("{gw}/api/settings/billing"),
+            Some(&acme.key),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            call(
+                &c,
+                Method::POST,
+                &format!("{gw}/api/images/generate"),
+                Some(&writer),
+                None
+            )
+            .await
+            .status,
+            200
+        );
+    }
+    let r = call(
+        &c,
+        Method::POST,
+        &format!("{gw}/api/images/generate"),
+        Some(&writer),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.body["error"]["details"]["credits_available"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_on_the_server_is_refused_by_the_gateway_within_a_second() {
+    let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let (up, _) = start_upstream().await;
+    let gw = start_gateway(&srv, &up, |_| {}).await;
+    let acme = srv.account("Acme").await;
+    let (k, id) = srv
+        .create_key(&acme.key, json!({"name": "soon gone"}))
+        .await;
+    let c = reqwest::Client::new();
+    assert_eq!(
+        call(&c, Method::GET, &format!("{gw}/a"), Some(&k), None)
+            .await
+            .status,
+        200
+    );
+    srv.send(
+        Method::DELETE,
+        &format!("/api/v1/auth/api-keys/{id}"),
+        Some(&acme.key),
+        None,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    loop {
+        let status = call(&c, Method::GET, &format!("{gw}/a"), Some(&k), None)
+            .await
+            .status;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the gateway still accepts the revoked key"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_a_key_revoked_on_one_process_is_refused_by_another_and_by_a_gateway_within_a_second(
+) {
+    let (Some(pg), Ok(redis)) = (
+        crate::harness::postgres_base_url(),
+        std::env::var("KEYGATE_TEST_REDIS_URL"),
+    ) else {
+        eprintln!("SKIPPED: cross-process revocation over PostgreSQL + Redis (needs KEYGATE_TEST_DATABASE_URL and KEYGATE_TEST_REDIS_URL)");
+        return;
+    };
+    let db = keygate_store_sql::testing::fresh_postgres_database(&pg).await;
+    let dir = crate::harness::temp_dir("revocation");
+    std::env::set_var(
+        "KEYGATE_MASTER_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    );
+    let node_args = |name: &str| {
+        vec![
+            "--database-url".to_owned(),
+            db.clone(),
+            "--redis-url".to_owned(),
+            redis.clone(),
+            "--data-dir".to_owned(),
+            dir.join(name).display().to_string(),
+        ]
+    };
+    let as_str = |v: &Vec<String>| v.iter().map(String::clone).collect::<Vec<_>>();
+    let a_args = as_str(&node_args("a"));
+    let b_args = as_str(&node_args("b"));
+    let a = crate::cli::serve(
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &dir.join("a.log"),
+    )
+    .await;
+    let b = crate::cli::serve(
+        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &dir.join("b.log"),
+    )
+    .await;
+    let (up, _) = start_upstream().await;
+    let gw_port = crate::cli::free_port();
+    let gw_log = std::fs::File::create(dir.join("gw.log")).expect("log");
+    let mut gw = crate::cli::bin()
+        .args([
+            "gateway",
+            "--upstream",
+            &up,
+            "--listen",
+            &format!("127.0.0.1:{gw_port}"),
+        ])
+        .args(node_args("gw"))
+        .stderr(gw_log)
+        .spawn()
+        .expect("spawn gateway");
+    let gw_base = format!("http://127.0.0.1:{gw_port}");
+    let created = crate::cli::create_account(&[
+        "--name",
+        "Shared",
+        "--email",
+        "s@shared.test",
+        "--database-url",
+        &db,
+        "--data-dir",
+        &dir.join("a").display().to_string(),
+    ]);
+    let admin = created["api_key"].as_str().expect("key").to_owned();
+    let c = reqwest::Client::new();
+    let r: serde_json::Value = c
+        .post(format!("{}/api/v1/auth/api-keys", a.base))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "victim"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let (victim, victim_id) = (
+        r["key"].as_str().expect("key").to_owned(),
+        r["id"].as_str().expect("id").to_owned(),
+    );
+    // Warm both caches with the key.
+    let started = std::time::Instant::now();
+    loop {
+        let gw_ok = c
+            .get(format!("{gw_base}/x"))
+            .bearer_auth(&victim)
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false);
+        let b_ok = c
+            .get(format!("{}/api/v1/auth/me", b.base))
+            .bearer_auth(&victim)
+            .send()
+            .await
+            .expect("send")
+            .status()
+            == 200;
+        if gw_ok && b_ok {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the gateway did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c
+        .delete(format!("{}/api/v1/auth/api-keys/{victim_id}", a.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let revoked_at = std::time::Instant::now();
+    let (mut b_at, mut gw_at) = (None, None);
+    while b_at.is_none() || gw_at.is_none() {
+        if b_at.is_none()
+            && c.get(format!("{}/api/v1/auth/me", b.base))
+                .bearer_auth(&victim)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                == 401
+        {
+            b_at = Some(revoked_at.elapsed());
+        }
+        if gw_at.is_none()
+            && c.get(format!("{gw_base}/x"))
+                .bearer_auth(&victim)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                == 401
+        {
+            gw_at = Some(revoked_at.elapsed());
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "after 1 s: node B refused at {b_at:?}, the gateway at {gw_at:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("revocation seen by node B after {b_at:?}, by the gateway after {gw_at:?}");
+    let _ = gw.kill();
+    let _ = gw.wait();
+    drop((a, b));
+    keygate_store_sql::testing::drop_postgres_database(&pg, &db).await;
+}
