@@ -103,7 +103,16 @@ pub async fn enforce(
     cost: u64,
     idempotency_key: Option<&str>,
 ) -> Result<(), ApiError> {
-    let (method, path) = call;
+    apply_limits(state, who, slot).await?;
+    charge(state, who, call, cost, idempotency_key).await
+}
+
+/// The caller's rate limits: its key's own, then its account's plan. Operators are not limited.
+pub async fn apply_limits(
+    state: &AppState,
+    who: &Principal,
+    slot: Option<&RateLimitSlot>,
+) -> Result<(), ApiError> {
     if who.is_operator() {
         return Ok(());
     }
@@ -148,7 +157,25 @@ pub async fn enforce(
             slot.put(info);
         }
     }
-    if cost > 0 {
+    Ok(())
+}
+
+/// Debits a call's credit `cost` (none for operators); 402 when the balance is short.
+pub async fn charge(
+    state: &AppState,
+    who: &Principal,
+    call: (&str, &str),
+    cost: u64,
+    idempotency_key: Option<&str>,
+) -> Result<(), ApiError> {
+    let (method, path) = call;
+    if who.is_operator() || cost == 0 {
+        return Ok(());
+    }
+    let Some(account) = who.account() else {
+        return Ok(());
+    };
+    {
         let idem = match idempotency_key {
             Some(k) => format!("call:{k}"),
             None => format!(

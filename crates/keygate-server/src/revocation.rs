@@ -21,6 +21,10 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 pub const CHANNEL: &str = "keygate:revocations";
 /// How many ids below the highest seen are read again, for late-visible rows.
 const OVERLAP: i64 = 256;
+/// Signing keys are re-read this often, so keys retired long enough ago leave the JWKS.
+const RELOAD_EVERY: Duration = Duration::from_secs(300);
+/// Old entries are deleted this often.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// Entries without an expiry are useful only to nodes that are running; a day is ample.
 const KEEP_UNEXPIRING: time::Duration = time::Duration::days(1);
 
@@ -132,7 +136,8 @@ pub async fn prime(state: &AppState) -> StoreResult<()> {
 pub async fn follow(state: AppState, mut stopped: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut polls: u64 = 0;
+    let mut last_reload = std::time::Instant::now();
+    let mut last_prune = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -140,7 +145,6 @@ pub async fn follow(state: AppState, mut stopped: watch::Receiver<bool>) {
             _ = state.feed_wakeup.notified() => tracing::debug!("revocation feed woken by the bus"),
             _ = stopped.wait_for(|s| *s) => return,
         }
-        polls += 1;
         match state
             .store
             .revocations_after(state.feed.read_from(), 1000)
@@ -158,12 +162,14 @@ pub async fn follow(state: AppState, mut stopped: watch::Receiver<bool>) {
             }
         }
         // Every five minutes: keys retired long enough ago leave the JWKS.
-        if polls % 600 == 0 {
+        if last_reload.elapsed() >= RELOAD_EVERY {
+            last_reload = std::time::Instant::now();
             if let Err(err) = state.tokens.reload(state.store.as_ref()).await {
                 tracing::warn!(error = %format!("{err:#}"), "reloading signing keys failed");
             }
         }
-        if polls % 1200 == 0 {
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
             let now = OffsetDateTime::now_utc();
             if let Err(err) = state
                 .store

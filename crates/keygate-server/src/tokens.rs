@@ -103,43 +103,6 @@ fn publish_private_file(path: &Path, contents: &str) -> anyhow::Result<bool> {
     }
 }
 
-#[cfg(test)]
-mod master_key_tests {
-    use super::*;
-
-    #[test]
-    fn processes_starting_together_agree_on_one_master_key() {
-        let dir = std::env::temp_dir().join(format!("kg-master-{}", uuid::Uuid::new_v4().simple()));
-        let keys: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| load_master_key(None, &dir).expect("key").to_base64()))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("thread"))
-                .collect()
-        });
-        assert!(
-            keys.windows(2).all(|w| w[0] == w[1]),
-            "every starter got the same key"
-        );
-        assert_eq!(
-            load_master_key(None, &dir).expect("reload").to_base64(),
-            keys[0]
-        );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("master.key"))
-                .expect("meta")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
 impl TokenService {
     pub async fn load(
         store: &dyn Store,
@@ -399,4 +362,41 @@ pub async fn revoke_token(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod master_key_tests {
+    use super::*;
+
+    #[test]
+    fn processes_starting_together_agree_on_one_master_key() {
+        let dir = std::env::temp_dir().join(format!("kg-master-{}", uuid::Uuid::new_v4().simple()));
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_master_key(None, &dir).expect("key").to_base64()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        assert!(
+            keys.windows(2).all(|w| w[0] == w[1]),
+            "every starter got the same key"
+        );
+        assert_eq!(
+            load_master_key(None, &dir).expect("reload").to_base64(),
+            keys[0]
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("master.key"))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

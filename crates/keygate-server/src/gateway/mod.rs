@@ -25,7 +25,7 @@ use keygate_core::Scope;
 
 use crate::http::auth::authenticate;
 use crate::http::ApiError;
-use crate::ratelimit::{enforce, write_headers, RateLimitSlot};
+use crate::ratelimit::{apply_limits, charge, write_headers, RateLimitSlot};
 use crate::state::AppState;
 
 /// Which scope (and credit cost) the calls under a path prefix need.
@@ -200,22 +200,23 @@ async fn forward(
     let who = authenticate(state, &parts.headers, Some(peer.ip())).await?;
     let path = parts.uri.path().to_owned();
     let (needed, cost) = gw.config.needs(&parts.method, &path);
+    // Limits first, so that a refused call still answers with the rate-limit headers; credits
+    // only for a call that goes through.
+    apply_limits(state, &who, Some(slot)).await?;
     who.require(needed)?;
     let idem = parts
         .headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    enforce(
+    charge(
         state,
         &who,
-        Some(slot),
         (parts.method.as_str(), &path),
         cost,
         idem.as_deref(),
     )
     .await?;
-
     let forwarded_for = match parts
         .headers
         .get("x-forwarded-for")

@@ -150,6 +150,10 @@ async fn the_gateway_applies_scopes_strips_the_credential_and_adds_identity_and_
     .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.error_code(), "forbidden");
+    assert!(
+        r.header("x-ratelimit-remaining").is_some(),
+        "a refused call still shows the limit"
+    );
     let r = call(
         &c,
         Method::POST,

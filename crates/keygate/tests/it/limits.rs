@@ -51,7 +51,7 @@ fn bound(limit: u64, period: Duration, elapsed: Duration) -> usize {
 async fn a_thousand_concurrent_requests_against_a_limit_of_100_admit_100() {
     let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
     let acme = srv.account("Acme").await; // free: 100/minute
-    let (admitted, elapsed) = burst(&[srv.base.clone()], &acme.key, 1000).await;
+    let (admitted, elapsed) = burst(std::slice::from_ref(&srv.base), &acme.key, 1000).await;
     let most = bound(100, Duration::from_secs(60), elapsed);
     assert!(admitted >= 100, "the whole burst is admitted: {admitted}");
     assert!(
