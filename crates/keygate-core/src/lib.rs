@@ -6,6 +6,7 @@ pub mod gcra;
 pub mod id;
 pub mod key;
 pub mod scope;
+pub mod webhook;
 
 pub use id::{AccountId, KeyId, UserId};
 pub use key::{Environment, KeyFormatError, KeyHash, ParsedKey};

@@ -592,6 +592,44 @@ macro_rules! sql_store {
                 insert_key(&self.pool, k).await
             }
 
+            async fn create_keys(&self, keys: &[ApiKey]) -> StoreResult<()> {
+                if keys.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Multi-row INSERTs: 18 binds a row, so 500 rows stay well under the bind limits
+                // of SQLite (32,766) and PostgreSQL (65,535).
+                for chunk in keys.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO api_keys (id, account_id, created_by, name, description, scope, environment, \
+                         key_hash, start, last4, expires_at, revoked_at, rolled_to, rate_limit, metadata, created_at, \
+                         last_used_at, permissions) ",
+                    );
+                    q.push_values(chunk, |mut b, k| {
+                        b.push_bind(k.id.as_str())
+                            .push_bind(k.account_id.as_ref().map(|a| a.as_str()))
+                            .push_bind(k.created_by.as_ref().map(|u| u.as_str()))
+                            .push_bind(k.name.as_str())
+                            .push_bind(k.description.as_str())
+                            .push_bind(k.scope.as_str())
+                            .push_bind(k.environment.as_str())
+                            .push_bind(k.hash.to_hex())
+                            .push_bind(k.start.as_str())
+                            .push_bind(k.last4.as_str())
+                            .push_bind(k.expires_at.map(to_ms))
+                            .push_bind(k.revoked_at.map(to_ms))
+                            .push_bind(k.rolled_to.as_ref().map(|r| r.as_str()))
+                            .push_bind(k.rate_limit.as_deref())
+                            .push_bind(k.metadata.to_string())
+                            .push_bind(to_ms(k.created_at))
+                            .push_bind(k.last_used_at.map(to_ms))
+                            .push_bind(k.permissions.join(","));
+                    });
+                    q.build().execute(&mut *tx).await.map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
             async fn get_key(&self, account: Option<&AccountId>, id: &KeyId) -> StoreResult<ApiKey> {
                 let mut q = sqlx::QueryBuilder::<$Db>::new("SELECT ");
                 q.push(KEY_COLUMNS).push(" FROM api_keys k");

@@ -50,6 +50,7 @@ pub async fn run_all(store: &dyn Store) {
     operator_keys_belong_to_no_account(store).await;
     a_key_is_found_by_its_hash_with_its_accounts_current_state(store).await;
     key_hashes_are_unique(store).await;
+    keys_are_created_in_batches_all_or_nothing(store).await;
     keys_are_listed_under_the_status_they_have_at_the_given_time(store).await;
     revoked_keys_are_listed_only_under_the_revoked_filter(store).await;
     keys_are_listed_in_creation_order_in_pages(store).await;
@@ -915,6 +916,56 @@ pub async fn key_hashes_are_unique(store: &dyn Store) {
         store.get_key(Some(&f.account.id), &copy.id).await,
         "get_key of the refused key",
     );
+}
+
+pub async fn keys_are_created_in_batches_all_or_nothing(store: &dyn Store) {
+    let f = create_fixture(store, "batch").await;
+    ok(store.create_keys(&[]).await, "create_keys of no key");
+    // More than one multi-row statement's worth, so a backend that chunks is checked too.
+    let batch: Vec<ApiKey> = (0..1_203)
+        .map(|i| {
+            new_key(
+                Some(&f.account.id),
+                Some(&f.owner.id),
+                &format!("batch-{i}"),
+            )
+        })
+        .collect();
+    ok(store.create_keys(&batch).await, "create_keys");
+    for k in [&batch[0], &batch[600], &batch[1_202]] {
+        let found = ok(store.find_key_by_hash(&k.hash).await, "find_key_by_hash");
+        assert_eq!(&found.key, k);
+        assert_eq!(found.account.as_ref(), Some(&f.account));
+    }
+    let listed = ok(
+        store
+            .list_keys(Some(&f.account.id), KeyFilter::All, now(), &page(None, 1))
+            .await,
+        "list_keys",
+    );
+    assert_eq!(listed.total, 1_204, "the first key and the batch");
+
+    // A batch with one stored hash in its last statement stores none of its keys.
+    let mut refused: Vec<ApiKey> = (0..601)
+        .map(|i| new_key(Some(&f.account.id), None, &format!("refused-{i}")))
+        .collect();
+    refused[600].hash = f.key.hash;
+    conflict(
+        store.create_keys(&refused).await,
+        "api_keys_hash",
+        "create_keys with a stored hash",
+    );
+    not_found(
+        store.find_key_by_hash(&refused[0].hash).await,
+        "find_key_by_hash of a key from the refused batch",
+    );
+    let listed = ok(
+        store
+            .list_keys(Some(&f.account.id), KeyFilter::All, now(), &page(None, 1))
+            .await,
+        "list_keys",
+    );
+    assert_eq!(listed.total, 1_204, "nothing of the refused batch");
 }
 
 pub async fn keys_are_listed_under_the_status_they_have_at_the_given_time(store: &dyn Store) {

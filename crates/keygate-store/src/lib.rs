@@ -96,6 +96,9 @@ pub trait Store: Send + Sync + 'static {
 
     // API keys.
     async fn create_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// Creates many keys in one transaction: all of them or, on any error, none (bulk set-up,
+    /// e.g. the benchmarks' 1,000,000 keys).
+    async fn create_keys(&self, keys: &[ApiKey]) -> StoreResult<()>;
     /// `account: None` addresses operator keys.
     async fn get_key(&self, account: Option<&AccountId>, id: &KeyId) -> StoreResult<ApiKey>;
     /// The hot path's database read, on a cache miss: the key with its account's state.

@@ -7,6 +7,9 @@
 //! nonces become a concern. The associated data binds the ciphertext to its kid (and to this
 //! purpose), so swapping ciphertexts between rows fails to decrypt, and opening re-derives the
 //! kid from the decrypted key and compares it, so the public fields cannot lie about the key.
+//!
+//! Other small secrets (webhook signing secrets, …) are sealed the same way by
+//! [`MasterKey::seal_secret`], into one string whose associated data names its purpose.
 
 use std::fmt;
 
@@ -142,6 +145,76 @@ fn associated_data(kid: &str) -> Vec<u8> {
     [AAD_PREFIX.as_bytes(), kid.as_bytes()].concat()
 }
 
+/// Associated-data prefix for [`MasterKey::seal_secret`]; the purpose follows it.
+const SECRET_AAD_PREFIX: &str = "keygate/secret/v1/";
+/// Format tag of a sealed secret string.
+const SECRET_VERSION: &str = "v1";
+
+impl MasterKey {
+    /// Encrypts a small secret (a webhook signing secret, an upstream credential, …) for
+    /// storage, as one self-contained string: `v1.<nonce>.<ciphertext and tag>`, both unpadded
+    /// URL-safe base64. The associated data is `keygate/secret/v1/<purpose>`, so a value sealed
+    /// for one purpose does not open for another, nor as a signing key. Use a fixed purpose per
+    /// kind of secret, naming the row it belongs to if swapping between rows must fail too
+    /// (`webhook-endpoint/<id>`).
+    pub fn seal_secret(&self, purpose: &str, plaintext: &[u8]) -> Result<String, KeyError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce)?;
+        let mut in_out = plaintext.to_vec();
+        self.aead_key()?.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(secret_associated_data(purpose)),
+            &mut in_out,
+        )?;
+        Ok(format!(
+            "{SECRET_VERSION}.{}.{}",
+            URL_SAFE_NO_PAD.encode(nonce),
+            URL_SAFE_NO_PAD.encode(&in_out)
+        ))
+    }
+
+    /// Opens what [`MasterKey::seal_secret`] returned for the same `purpose`. A malformed
+    /// string is [`KeyError::InvalidSealedKey`]; a wrong master key or purpose, or any change to
+    /// the string, is [`KeyError::WrongMasterKey`]; never a panic.
+    pub fn open_secret(&self, purpose: &str, sealed: &str) -> Result<Vec<u8>, KeyError> {
+        let mut parts = sealed.split('.');
+        let (Some(version), Some(nonce), Some(ciphertext), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(KeyError::InvalidSealedKey(
+                "a sealed secret is v1.<nonce>.<ciphertext>",
+            ));
+        };
+        if version != SECRET_VERSION {
+            return Err(KeyError::InvalidSealedKey("unknown sealed secret version"));
+        }
+        let nonce = URL_SAFE_NO_PAD
+            .decode(nonce)
+            .map_err(|_| KeyError::InvalidSealedKey("nonce is not base64"))?;
+        let nonce = Nonce::try_assume_unique_for_key(&nonce)
+            .map_err(|_| KeyError::InvalidSealedKey("nonce is not 96 bits"))?;
+        let mut in_out = URL_SAFE_NO_PAD
+            .decode(ciphertext)
+            .map_err(|_| KeyError::InvalidSealedKey("ciphertext is not base64"))?;
+        if in_out.len() < AES_256_GCM.tag_len() {
+            return Err(KeyError::InvalidSealedKey("ciphertext is too short"));
+        }
+        let plaintext = self
+            .aead_key()?
+            .open_in_place(
+                nonce,
+                Aad::from(secret_associated_data(purpose)),
+                &mut in_out,
+            )
+            .map_err(|_| KeyError::WrongMasterKey)?;
+        Ok(plaintext.to_vec())
+    }
+}
+
+fn secret_associated_data(purpose: &str) -> Vec<u8> {
+    [SECRET_AAD_PREFIX.as_bytes(), purpose.as_bytes()].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +329,96 @@ mod tests {
                 MasterKey::from_base64(bad),
                 Err(KeyError::InvalidMasterKey)
             ));
+        }
+    }
+
+    #[test]
+    fn sealed_secrets_open_to_the_same_bytes_for_the_same_purpose() {
+        let master = master();
+        for plaintext in [
+            &b""[..],
+            b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            &[0u8, 255, 7],
+        ] {
+            let sealed = master.seal_secret("webhook", plaintext).expect("seal");
+            assert!(sealed.starts_with("v1."));
+            assert_eq!(sealed.split('.').count(), 3);
+            assert_eq!(
+                master.open_secret("webhook", &sealed).expect("open"),
+                plaintext
+            );
+        }
+    }
+
+    #[test]
+    fn sealing_the_same_secret_twice_gives_different_strings_without_the_plaintext() {
+        let master = master();
+        let secret = b"a webhook secret that must not leak";
+        let a = master.seal_secret("webhook", secret).expect("seal");
+        let b = master.seal_secret("webhook", secret).expect("seal");
+        assert_ne!(a, b);
+        for encoded in [STANDARD.encode(secret), URL_SAFE_NO_PAD.encode(secret)] {
+            assert!(!a.contains(&encoded));
+        }
+    }
+
+    #[test]
+    fn a_sealed_secret_does_not_open_under_another_purpose_or_master_key() {
+        let master = master();
+        let sealed = master.seal_secret("webhook", b"secret").expect("seal");
+        for purpose in ["", "Webhook", "webhook/", "upstream", "webhoo"] {
+            assert!(matches!(
+                master.open_secret(purpose, &sealed),
+                Err(KeyError::WrongMasterKey)
+            ));
+        }
+        assert!(matches!(
+            self::master().open_secret("webhook", &sealed),
+            Err(KeyError::WrongMasterKey)
+        ));
+    }
+
+    #[test]
+    fn a_sealed_secret_is_not_interchangeable_with_a_sealed_signing_key() {
+        let master = master();
+        let signing = key(Algorithm::EdDsa).seal(&master).expect("seal");
+        let disguised = format!(
+            "v1.{}.{}",
+            URL_SAFE_NO_PAD.encode(STANDARD.decode(&signing.nonce_b64).expect("b64")),
+            URL_SAFE_NO_PAD.encode(STANDARD.decode(&signing.ciphertext_b64).expect("b64")),
+        );
+        let purpose = format!("../../signing-key/v1/{}", signing.kid);
+        assert!(master.open_secret(&purpose, &disguised).is_err());
+        assert!(master.open_secret(&signing.kid, &disguised).is_err());
+    }
+
+    #[test]
+    fn malformed_or_tampered_sealed_secrets_are_errors_not_panics() {
+        let master = master();
+        let sealed = master.seal_secret("webhook", b"secret").expect("seal");
+        let (_, rest) = sealed.split_once('.').expect("dot");
+        let (nonce, ciphertext) = rest.split_once('.').expect("dot");
+        let mut flipped = URL_SAFE_NO_PAD.decode(ciphertext).expect("b64");
+        flipped[0] ^= 1;
+        let flipped = format!("v1.{nonce}.{}", URL_SAFE_NO_PAD.encode(flipped));
+        let other_nonce = URL_SAFE_NO_PAD.encode([9u8; NONCE_LEN]);
+        let malformed = [
+            String::new(),
+            "v1".into(),
+            "v1..".into(),
+            format!("v2.{rest}"),
+            format!("{sealed}.extra"),
+            format!("v1.{nonce}"),
+            format!("v1.!!.{ciphertext}"),
+            format!("v1.{}.{ciphertext}", URL_SAFE_NO_PAD.encode([1u8; 8])),
+            format!("v1.{nonce}.***"),
+            format!("v1.{nonce}.{}", URL_SAFE_NO_PAD.encode([1u8; 15])),
+            format!("v1.{other_nonce}.{ciphertext}"),
+            flipped,
+            "é.é.é".into(),
+        ];
+        for bad in malformed {
+            assert!(master.open_secret("webhook", &bad).is_err(), "{bad:?}");
         }
     }
 

@@ -89,6 +89,24 @@ enum AdminCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Create COUNT keys of an account at once, for benchmarks; their plaintexts go to FILE.
+    #[command(hide = true)]
+    BulkKeys {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        count: u64,
+        /// Where the plaintext keys are written, one a line (created with mode 0600).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "write")]
+        scope: String,
+        /// Keys inserted per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Create an operator key: it acts across all accounts.
     CreateOperatorKey {
         #[arg(long, default_value = "Operator key")]
@@ -255,6 +273,19 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AdminCommand::BulkKeys {
+            account,
+            count,
+            out,
+            scope,
+            batch,
+            common,
+        } => {
+            let settings = common.resolve()?;
+            init_logging(settings.log_format, "warn");
+            let state = AppState::open(settings.server).await?;
+            bulk_keys(&state, &account, count, &out, &scope, batch).await
+        }
         AdminCommand::CreateOperatorKey { name, json, common } => {
             let settings = common.resolve()?;
             init_logging(settings.log_format, "warn");
@@ -272,4 +303,84 @@ async fn admin(command: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `admin bulk-keys`: builds the keys as the API would (same generator, same record) and
+/// inserts them `batch` at a time, one transaction each.
+async fn bulk_keys(
+    state: &AppState,
+    account: &str,
+    count: u64,
+    out: &std::path::Path,
+    scope: &str,
+    batch: usize,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    use keygate_core::{AccountId, Environment, Scope};
+    use keygate_server::service::keys::{build_key, KeySpec};
+
+    let account = AccountId::parse(account)
+        .ok_or_else(|| anyhow::anyhow!("--account: not an account id: {account:?}"))?;
+    state
+        .store
+        .get_account(&account)
+        .await
+        .with_context(|| format!("account {account}"))?;
+    let scope: Scope = scope
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--scope: expected read, write or admin, got {scope:?}"))?;
+    anyhow::ensure!(
+        (1..=10_000).contains(&batch),
+        "--batch: expected 1 to 10000"
+    );
+    let file = {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(out)
+            .with_context(|| format!("creating {}", out.display()))?
+    };
+    let mut writer = std::io::BufWriter::new(file);
+    let started = std::time::Instant::now();
+    let mut done = 0u64;
+    let mut records = Vec::with_capacity(batch);
+    while done < count {
+        let n = (count - done).min(batch as u64);
+        records.clear();
+        for i in 0..n {
+            let spec = KeySpec {
+                name: format!("bench {}", done + i + 1),
+                description: String::new(),
+                scope,
+                environment: Environment::Live,
+                expires_at: None,
+                metadata: serde_json::json!({}),
+                rate_limit: None,
+                permissions: Vec::new(),
+            };
+            let (record, plaintext) =
+                build_key(state, Some(&account), None, spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+            writeln!(writer, "{}", plaintext.expose_plaintext())?;
+            records.push(record);
+        }
+        state.store.create_keys(&records).await?;
+        done += n;
+        // Progress each time another 100,000 keys are in.
+        if done / 100_000 != (done - n) / 100_000 {
+            eprintln!(
+                "keygate: {done} keys in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    writer.flush()?;
+    eprintln!(
+        "keygate: created {done} keys in {:.1}s; plaintexts in {}",
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
 }

@@ -1,0 +1,424 @@
+//! `bench-load`: a constant-rate (open-loop) HTTP/1.1 load generator for `scripts/bench`, which
+//! needs latency at a fixed request rate and Debian's `wrk` has no such mode.
+//!
+//! Request i is due at `start + i / rate`. Each of the `--connections` workers takes the next
+//! due request, waits for its time, sends it on its own keep-alive connection and reads the
+//! whole answer. Latency is timed from the moment the request was sent, except when no worker
+//! was free at its due time: then it is timed from the due time, so a backlog counts in full
+//! (no coordinated omission). A line on stderr says how many requests were sent late.
+//!
+//! Each request can carry a key picked at random from `--keys FILE` (one a line): `{key}` in
+//! `--header` and `--body` is replaced by it.
+//!
+//! `--sequential`: no schedule and no random pick: the workers send one request per key of
+//! `--keys`, in file order, as fast as they can, then stop (warms a cache with every key).
+//!
+//! Prints one line on stdout: `requests/s p50_ms p99_ms` (requests/s achieved); details and
+//! errors on stderr. Exits 1 when any request failed or answered other than 2xx.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+const USAGE: &str = "\
+usage: bench-load --url URL (--rate N | --sequential) [--duration SECONDS] [--warmup SECONDS] [--connections N]
+                  [--threads N] [--method M] [--header 'Name: value'] [--body TEXT] [--keys FILE]
+
+  --rate N         requests per second, fixed
+  --sequential     one request per key of --keys, in order, as fast as possible, then stop
+  --duration S     measured seconds (default 10), after --warmup seconds (default 1) not counted
+  --connections N  keep-alive connections, one worker each (default 32)
+  --threads N      runtime threads (default 1)
+  --header, --body may contain {key}: a key picked at random from --keys for each request";
+
+struct Template {
+    parts: Vec<String>,
+}
+
+impl Template {
+    fn new(text: &str) -> Self {
+        Template {
+            parts: text.split("{key}").map(str::to_owned).collect(),
+        }
+    }
+
+    fn has_key(&self) -> bool {
+        self.parts.len() > 1
+    }
+
+    fn render(&self, key: &str) -> String {
+        self.parts.join(key)
+    }
+}
+
+struct Plan {
+    uri: Uri,
+    authority: String,
+    method: Method,
+    headers: Vec<(HeaderName, Template)>,
+    body: Option<Template>,
+    keys: Vec<String>,
+    rate: f64,
+    sequential: bool,
+    warmup: Duration,
+    duration: Duration,
+}
+
+#[derive(Default)]
+struct Tally {
+    /// Latencies of the measured requests, in microseconds.
+    micros: Vec<u32>,
+    late: u64,
+    failed: u64,
+    non_2xx: u64,
+    first_error: Option<String>,
+    /// When this worker's last measured request finished.
+    last_done: Option<Instant>,
+}
+
+fn main() {
+    let mut url = None;
+    let mut rate = None;
+    let mut duration = 10.0;
+    let mut warmup = 1.0;
+    let mut connections = 32usize;
+    let mut threads = 1usize;
+    let mut method = Method::GET;
+    let mut headers = Vec::new();
+    let mut body = None;
+    let mut keys_file = None;
+    let mut sequential = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--sequential" {
+            sequential = true;
+            continue;
+        }
+        let Some(v) = args.next() else { fail(USAGE) };
+        match flag.as_str() {
+            "--url" => url = Some(v),
+            "--rate" => rate = Some(number(&flag, &v)),
+            "--duration" => duration = number(&flag, &v),
+            "--warmup" => warmup = number(&flag, &v),
+            "--connections" => connections = number(&flag, &v) as usize,
+            "--threads" => threads = number(&flag, &v) as usize,
+            "--method" => {
+                method = v
+                    .parse()
+                    .unwrap_or_else(|_| fail(&format!("--method: bad method {v:?}")))
+            }
+            "--header" => {
+                let (name, value) = v.split_once(':').unwrap_or_else(|| {
+                    fail(&format!("--header: expected 'Name: value', got {v:?}"))
+                });
+                let name = HeaderName::from_bytes(name.trim().as_bytes())
+                    .unwrap_or_else(|_| fail(&format!("--header: bad name in {v:?}")));
+                headers.push((name, Template::new(value.trim())));
+            }
+            "--body" => body = Some(Template::new(&v)),
+            "--keys" => keys_file = Some(v),
+            _ => fail(USAGE),
+        }
+    }
+    let rate = match (rate, sequential) {
+        (Some(r), false) => r,
+        (None, true) => f64::INFINITY,
+        _ => fail(USAGE),
+    };
+    let Some(url) = url else { fail(USAGE) };
+    if sequential {
+        warmup = 0.0;
+    }
+    if !(rate > 0.0 && duration > 0.0 && warmup >= 0.0 && connections > 0 && threads > 0) {
+        fail("--rate, --duration, --connections and --threads must be positive");
+    }
+    let uri: Uri = url
+        .parse()
+        .unwrap_or_else(|_| fail(&format!("--url: not a URL: {url:?}")));
+    if uri.scheme_str() != Some("http") {
+        fail("--url: only http:// is supported");
+    }
+    let authority = match uri.authority() {
+        Some(a) if a.port_u16().is_some() => a.to_string(),
+        Some(a) => format!("{}:80", a.host()),
+        None => fail("--url: no host"),
+    };
+    let keys: Vec<String> = match &keys_file {
+        Some(path) => std::fs::read_to_string(path)
+            .unwrap_or_else(|e| fail(&format!("--keys {path}: {e}")))
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    let uses_keys =
+        headers.iter().any(|(_, t)| t.has_key()) || body.as_ref().is_some_and(Template::has_key);
+    if (uses_keys || sequential) && keys.is_empty() {
+        fail("{key} is used but --keys gave no key");
+    }
+    let plan = Arc::new(Plan {
+        uri,
+        authority,
+        method,
+        headers,
+        body,
+        keys,
+        rate,
+        sequential,
+        warmup: Duration::from_secs_f64(warmup),
+        duration: Duration::from_secs_f64(duration),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(&format!("starting the runtime: {e}")));
+    let (tally, elapsed) = runtime.block_on(run(plan.clone(), connections));
+    report(&plan, tally, elapsed);
+}
+
+async fn run(plan: Arc<Plan>, connections: usize) -> (Tally, Duration) {
+    let next = Arc::new(AtomicU64::new(0));
+    // Connect every worker before the clock starts.
+    let mut senders = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        match connect(&plan.authority).await {
+            Ok(s) => senders.push(s),
+            Err(e) => fail(&format!("connecting to {}: {e}", plan.authority)),
+        }
+    }
+    let start = Instant::now() + Duration::from_millis(50);
+    let mut workers = Vec::with_capacity(connections);
+    for (n, sender) in senders.into_iter().enumerate() {
+        let plan = plan.clone();
+        let next = next.clone();
+        workers.push(tokio::spawn(worker(plan, next, start, sender, n as u64)));
+    }
+    let mut total = Tally::default();
+    for w in workers {
+        match w.await {
+            Ok(t) => {
+                total.micros.extend(t.micros);
+                total.late += t.late;
+                total.failed += t.failed;
+                total.non_2xx += t.non_2xx;
+                if total.first_error.is_none() {
+                    total.first_error = t.first_error;
+                }
+                total.last_done = total.last_done.max(t.last_done);
+            }
+            Err(e) => fail(&format!("a worker panicked: {e}")),
+        }
+    }
+    // Requests per second achieved: over the measured window, until the last answer.
+    let since = total
+        .last_done
+        .map_or(Duration::ZERO, |t| t.duration_since(start + plan.warmup));
+    let elapsed = if plan.sequential {
+        since
+    } else {
+        since.max(plan.duration)
+    };
+    (total, elapsed)
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+async fn connect(authority: &str) -> Result<Sender, String> {
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn worker(
+    plan: Arc<Plan>,
+    next: Arc<AtomicU64>,
+    start: Instant,
+    mut sender: Sender,
+    seed: u64,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (seed + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    let interval = 1.0 / plan.rate;
+    let end = plan.warmup + plan.duration;
+    tokio::time::sleep_until(start).await;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if plan.sequential {
+            let Some(key) = plan.keys.get(i as usize) else {
+                return tally;
+            };
+            let sent = Instant::now();
+            let outcome = send(&plan, &mut sender, key).await;
+            if !tally.record(outcome, sent, true) {
+                sender = reconnect(&plan, sender).await;
+            }
+            continue;
+        }
+        let offset = Duration::from_secs_f64(i as f64 * interval);
+        if offset >= end {
+            return tally;
+        }
+        let due = start + offset;
+        let measured = offset >= plan.warmup;
+        let sent = if Instant::now() < due {
+            tokio::time::sleep_until(due).await;
+            Instant::now()
+        } else {
+            if measured && Instant::now() > due + Duration::from_millis(1) {
+                tally.late += 1;
+            }
+            due
+        };
+        let key = if plan.keys.is_empty() {
+            ""
+        } else {
+            plan.keys[(rng.next() % plan.keys.len() as u64) as usize].as_str()
+        };
+        let outcome = send(&plan, &mut sender, key).await;
+        if !tally.record(outcome, sent, measured) {
+            sender = reconnect(&plan, sender).await;
+        }
+    }
+}
+
+impl Tally {
+    /// Counts one answer; false when the request failed and the connection must be replaced.
+    fn record(&mut self, outcome: Result<u16, String>, sent: Instant, measured: bool) -> bool {
+        let latency = sent.elapsed();
+        match outcome {
+            Ok(status) => {
+                if measured {
+                    self.last_done = Some(Instant::now());
+                    self.micros
+                        .push(latency.as_micros().min(u32::MAX as u128) as u32);
+                    if !(200..300).contains(&status) {
+                        self.non_2xx += 1;
+                        self.first_error
+                            .get_or_insert_with(|| format!("answer {status}"));
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                self.failed += 1;
+                self.first_error.get_or_insert(e);
+                false
+            }
+        }
+    }
+}
+
+async fn reconnect(plan: &Plan, old: Sender) -> Sender {
+    drop(old);
+    for _ in 0..50 {
+        match connect(&plan.authority).await {
+            Ok(s) => return s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    fail(&format!("{} stopped answering", plan.authority))
+}
+
+async fn send(plan: &Plan, sender: &mut Sender, key: &str) -> Result<u16, String> {
+    let mut builder = Request::builder()
+        .method(plan.method.clone())
+        .uri(plan.uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header("host", plan.authority.as_str());
+    for (name, value) in &plan.headers {
+        let v = HeaderValue::from_str(&value.render(key)).map_err(|e| e.to_string())?;
+        builder = builder.header(name, v);
+    }
+    let body = match &plan.body {
+        Some(t) => Body::from(t.render(key)),
+        None => Body::empty(),
+    };
+    let request = builder.body(body).map_err(|e| e.to_string())?;
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let answer = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = answer.status().as_u16();
+    axum::body::to_bytes(Body::new(answer.into_body()), 1 << 20)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+fn report(plan: &Plan, mut tally: Tally, elapsed: Duration) {
+    tally.micros.sort_unstable();
+    let n = tally.micros.len();
+    let pct = |p: f64| -> f64 {
+        if n == 0 {
+            return 0.0;
+        }
+        let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
+        f64::from(tally.micros[rank - 1]) / 1000.0
+    };
+    let achieved = if plan.sequential {
+        n as f64 / elapsed.as_secs_f64().max(1e-6)
+    } else {
+        n as f64 / elapsed.as_secs_f64()
+    };
+    eprintln!(
+        "bench-load: {n} requests measured at {:.0}/s (asked {:.0}/s); p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; {} sent over 1 ms late; {} failed, {} non-2xx",
+        achieved,
+        plan.rate,
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0),
+        tally.late,
+        tally.failed,
+        tally.non_2xx
+    );
+    println!("{achieved:.1} {:.3} {:.3}", pct(0.50), pct(0.99));
+    if tally.failed > 0 || tally.non_2xx > 0 {
+        eprintln!(
+            "bench-load: first error: {}",
+            tally.first_error.unwrap_or_default()
+        );
+        std::process::exit(1);
+    }
+}
+
+fn number(flag: &str, v: &str) -> f64 {
+    v.parse()
+        .unwrap_or_else(|_| fail(&format!("{flag}: not a number: {v:?}")))
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("bench-load: {message}");
+    std::process::exit(2)
+}
+
+/// xorshift64*: enough to spread keys, and no dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
