@@ -693,30 +693,43 @@ macro_rules! sql_store {
                     let at = last_used.entry(u.key_id.as_str()).or_insert(u.last_used_at);
                     *at = (*at).max(u.last_used_at);
                 }
+                // Many rows per statement: a flush of 20,000 keys is 200 statements, not 40,000.
+                const ROWS_PER_STATEMENT: usize = 200;
+                let requests: Vec<_> = requests.into_iter().collect();
+                let last_used: Vec<_> = last_used.into_iter().collect();
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
-                for ((key_id, day), (account_id, n)) in requests {
-                    sqlx::query(
-                        "INSERT INTO usage_daily (key_id, account_id, day, requests) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (key_id, day) DO UPDATE SET requests = usage_daily.requests + excluded.requests",
-                    )
-                    .bind(key_id)
-                    .bind(account_id.map(|a| a.as_str()))
-                    .bind(day)
-                    .bind(n as i64)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                for chunk in requests.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO usage_daily (key_id, account_id, day, requests) ");
+                    q.push_values(chunk, |mut row, ((key_id, day), (account_id, n))| {
+                        row.push_bind(key_id.to_string())
+                            .push_bind(account_id.map(|a| a.as_str().to_owned()))
+                            .push_bind(*day)
+                            .push_bind(*n as i64);
+                    });
+                    q.push(" ON CONFLICT (key_id, day) DO UPDATE SET requests = usage_daily.requests + excluded.requests");
+                    q.build().execute(&mut *tx).await.map_err(map_err)?;
                 }
-                for (key_id, at) in last_used {
-                    sqlx::query(
-                        "UPDATE api_keys SET last_used_at = $1 WHERE id = $2 \
-                         AND (last_used_at IS NULL OR last_used_at < $1)",
-                    )
-                    .bind(to_ms(at))
-                    .bind(key_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
+                for chunk in last_used.chunks(ROWS_PER_STATEMENT) {
+                    // last_used_at only moves forward: each key's new value is the later of the
+                    // stored one and the batch's.
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("UPDATE api_keys SET last_used_at = CASE");
+                    for (key_id, at) in chunk {
+                        let at = to_ms(*at);
+                        q.push(" WHEN id = ")
+                            .push_bind(key_id.to_string())
+                            .push(" THEN (CASE WHEN last_used_at IS NULL OR last_used_at < ")
+                            .push_bind(at)
+                            .push(" THEN ")
+                            .push_bind(at)
+                            .push(" ELSE last_used_at END)");
+                    }
+                    q.push(" ELSE last_used_at END WHERE id IN (");
+                    let mut ids = q.separated(", ");
+                    for (key_id, _) in chunk {
+                        ids.push_bind(key_id.to_string());
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await.map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)
             }

@@ -64,6 +64,7 @@ pub async fn run_all(store: &dyn Store) {
     last_use_only_moves_forward(store).await;
     usage_is_reported_for_the_requested_days_and_account_only(store).await;
     usage_batches_flushed_at_once_by_several_nodes_all_count(store).await;
+    a_large_flush_counts_every_key_and_moves_last_use_forward_only(store).await;
 
     grants_and_debits_change_the_balance_and_the_ledger_together(store).await;
     a_debit_larger_than_the_balance_changes_nothing(store).await;
@@ -1854,6 +1855,50 @@ pub async fn pruning_drops_expired_entries_and_old_ones_without_expiry(store: &d
         ok(store.latest_revocation_id().await, "latest_revocation_id"),
         after[0].id
     );
+}
+
+pub async fn a_large_flush_counts_every_key_and_moves_last_use_forward_only(store: &dyn Store) {
+    let f = create_fixture(store, "large-flush").await;
+    let keys: Vec<ApiKey> = (0..450)
+        .map(|i| new_key(Some(&f.account.id), Some(&f.owner.id), &format!("k{i}")))
+        .collect();
+    ok(store.create_keys(&keys).await, "create_keys");
+    let t1 = now();
+    let day = (t1.unix_timestamp() / 86_400) as i32;
+    let batch: Vec<UsageIncrement> = keys
+        .iter()
+        .map(|k| UsageIncrement {
+            key_id: k.id.clone(),
+            account_id: Some(f.account.id.clone()),
+            day,
+            requests: 2,
+            last_used_at: t1,
+        })
+        .collect();
+    ok(store.record_usage(&batch).await, "record_usage");
+    // An older batch (a slow node) must not move last_used_at back.
+    let older: Vec<UsageIncrement> = batch
+        .iter()
+        .map(|u| UsageIncrement {
+            last_used_at: t1 - Duration::seconds(60),
+            requests: 1,
+            ..u.clone()
+        })
+        .collect();
+    ok(store.record_usage(&older).await, "record_usage again");
+    let rows = ok(
+        store.usage_by_day(&f.account.id, day, day).await,
+        "usage_by_day",
+    );
+    assert_eq!(rows.len(), 450);
+    assert!(
+        rows.iter().all(|r| r.requests == 3),
+        "every key counted in both batches"
+    );
+    for k in [&keys[0], &keys[199], &keys[200], &keys[449]] {
+        let stored = ok(store.get_key(Some(&f.account.id), &k.id).await, "get_key");
+        assert_eq!(stored.last_used_at, Some(t1), "{}", k.name);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
