@@ -141,45 +141,45 @@ async fn absurd_path_ids_are_not_found() {
     }
 }
 
+/// `GET /api/v1/auth/me` with one header set as given.
+async fn me_with_header(
+    srv: &TestServer,
+    name: &str,
+    value: reqwest::header::HeaderValue,
+) -> crate::harness::Resp {
+    let r = srv
+        .client
+        .get(format!("{}/api/v1/auth/me", srv.base))
+        .header(name, value)
+        .send()
+        .await
+        .expect("send");
+    TestServer::read(r).await
+}
+
 #[tokio::test]
 async fn oversized_or_non_utf8_credentials_are_unauthorized() {
+    use reqwest::header::HeaderValue;
     let srv = server().await;
-    let url = format!("{}/api/v1/auth/me", srv.base);
     let huge = format!("Bearer ak_live_{}", "a".repeat(64 * 1024));
-    let r = srv
-        .client
-        .get(&url)
-        .header("authorization", huge)
-        .send()
-        .await
-        .expect("send");
-    assert_error_body(&TestServer::read(r).await, 401, "unauthorized");
-    let bytes = reqwest::header::HeaderValue::from_bytes(b"Bearer ak_live_\xff\xfe")
-        .expect("opaque header");
-    let r = srv
-        .client
-        .get(&url)
-        .header("authorization", bytes)
-        .send()
-        .await
-        .expect("send");
-    assert_error_body(&TestServer::read(r).await, 401, "unauthorized");
-    let r = srv
-        .client
-        .get(&url)
-        .header("x-api-key", "")
-        .send()
-        .await
-        .expect("send");
-    assert_error_body(&TestServer::read(r).await, 401, "unauthorized");
-    let r = srv
-        .client
-        .get(&url)
-        .header("authorization", "Bearer")
-        .send()
-        .await
-        .expect("send");
-    assert_error_body(&TestServer::read(r).await, 401, "unauthorized");
+    for (name, value) in [
+        (
+            "authorization",
+            HeaderValue::from_str(&huge).expect("ascii"),
+        ),
+        (
+            "authorization",
+            HeaderValue::from_bytes(b"Bearer ak_live_\xff\xfe").expect("opaque header"),
+        ),
+        ("x-api-key", HeaderValue::from_static("")),
+        ("authorization", HeaderValue::from_static("Bearer")),
+    ] {
+        assert_error_body(
+            &me_with_header(&srv, name, value).await,
+            401,
+            "unauthorized",
+        );
+    }
 }
 
 #[tokio::test]
