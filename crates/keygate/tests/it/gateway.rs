@@ -385,12 +385,11 @@ async fn with_redis_a_key_revoked_on_one_process_is_refused_by_another_and_by_a_
     };
     let db = keygate_store_sql::testing::fresh_postgres_database(&pg).await;
     let dir = crate::harness::temp_dir("revocation");
-    std::env::set_var(
-        "KEYGATE_MASTER_KEY",
-        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-    );
+    let cfg = crate::harness::cluster_config(&dir);
     let node_args = |name: &str| {
         vec![
+            "--config".to_owned(),
+            cfg.clone(),
             "--database-url".to_owned(),
             db.clone(),
             "--redis-url".to_owned(),
@@ -433,6 +432,8 @@ async fn with_redis_a_key_revoked_on_one_process_is_refused_by_another_and_by_a_
         "Shared",
         "--email",
         "s@shared.test",
+        "--config",
+        &cfg,
         "--database-url",
         &db,
         "--data-dir",

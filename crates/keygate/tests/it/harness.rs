@@ -337,3 +337,16 @@ pub fn with_plan(c: &mut Config, name: &str, rate_limit: &str, monthly_credits: 
         },
     );
 }
+
+/// A config file giving the processes of one test cluster the same master key (they share a
+/// PostgreSQL database). Through a file, not the environment: the environment of the test
+/// process is inherited by every binary any test starts.
+pub fn cluster_config(dir: &std::path::Path) -> String {
+    let path = dir.join("cluster.toml");
+    std::fs::write(
+        &path,
+        "master_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
+    )
+    .expect("write config");
+    path.display().to_string()
+}

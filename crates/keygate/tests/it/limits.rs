@@ -71,10 +71,11 @@ async fn two_server_processes_sharing_postgres_and_redis_admit_the_same_total() 
     };
     let db = keygate_store_sql::testing::fresh_postgres_database(&pg).await;
     let dir = crate::harness::temp_dir("two-nodes");
-    let master = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-    std::env::set_var("KEYGATE_MASTER_KEY", master);
+    let cfg = crate::harness::cluster_config(&dir);
     let args = |d: &str| {
         vec![
+            "--config".to_owned(),
+            cfg.clone(),
             "--database-url".to_owned(),
             db.clone(),
             "--redis-url".to_owned(),
@@ -102,6 +103,8 @@ async fn two_server_processes_sharing_postgres_and_redis_admit_the_same_total() 
         "Shared",
         "--email",
         "s@shared.test",
+        "--config",
+        &cfg,
         "--database-url",
         &db,
         "--data-dir",
