@@ -19,6 +19,8 @@ use axum::response::Response;
 use keygate_core::gcra::{Decision, Quota};
 use time::OffsetDateTime;
 
+use keygate_store::{Account, ApiKey};
+
 use crate::http::auth::Principal;
 use crate::http::ApiError;
 use crate::state::AppState;
@@ -107,57 +109,72 @@ pub async fn enforce(
     charge(state, who, call, cost, idempotency_key).await
 }
 
-/// The caller's rate limits: its key's own, then its account's plan. Operators are not limited.
+/// Counts one request against a key's own limit (if it has one), then its account's plan.
+/// `Ok` carries the tighter of the two for the headers; `Err` the limit that refused it.
+pub async fn check_limits(
+    state: &AppState,
+    key: Option<&ApiKey>,
+    account: &Account,
+) -> Result<Option<RateLimitInfo>, RateLimitInfo> {
+    let key_limit = key.and_then(|k| {
+        let q = k.rate_limit.as_deref()?.parse::<Quota>().ok()?;
+        Some((format!("key:{}", k.id), q, "key".to_owned()))
+    });
+    let plan_limit = state.config.plans.get(&account.plan).map(|p| {
+        (
+            format!("acct:{}", account.id),
+            p.rate_limit,
+            account.plan.clone(),
+        )
+    });
+    let mut tightest: Option<RateLimitInfo> = None;
+    for (bucket, quota, policy) in key_limit.into_iter().chain(plan_limit) {
+        let decision = state.limiter.check(&bucket, &quota, 1).await;
+        let info = RateLimitInfo {
+            policy,
+            quota,
+            decision,
+        };
+        if !decision.allowed {
+            return Err(info);
+        }
+        if tightest
+            .as_ref()
+            .is_none_or(|t| decision.remaining < t.decision.remaining)
+        {
+            tightest = Some(info);
+        }
+    }
+    Ok(tightest)
+}
+
+/// The caller's rate limits (see [`check_limits`]). Operators are not limited.
 pub async fn apply_limits(
     state: &AppState,
     who: &Principal,
     slot: Option<&RateLimitSlot>,
 ) -> Result<(), ApiError> {
-    if who.is_operator() {
+    if who.is_operator() || !state.config.rate_limits_enabled {
         return Ok(());
     }
     let Some(account) = who.account() else {
         return Ok(());
     };
-    if state.config.rate_limits_enabled {
-        let mut tightest: Option<RateLimitInfo> = None;
-        let key_limit = who.key.as_ref().and_then(|k| {
-            let q = k.key.rate_limit.as_deref()?.parse::<Quota>().ok()?;
-            Some((format!("key:{}", k.key.id), q, "key".to_owned()))
-        });
-        let plan_limit = state.config.plans.get(&account.plan).map(|p| {
-            (
-                format!("acct:{}", account.id),
-                p.rate_limit,
-                account.plan.clone(),
-            )
-        });
-        for (bucket, quota, policy) in key_limit.into_iter().chain(plan_limit) {
-            let decision = state.limiter.check(&bucket, &quota, 1).await;
-            let info = RateLimitInfo {
-                policy,
-                quota,
-                decision,
-            };
-            if !decision.allowed {
-                if let Some(slot) = slot {
-                    slot.put(info);
-                }
-                let retry_after = decision.retry_after.unwrap_or(quota.period());
-                return Err(ApiError::RateLimited { retry_after });
-            }
-            if tightest
-                .as_ref()
-                .is_none_or(|t| decision.remaining < t.decision.remaining)
-            {
-                tightest = Some(info);
-            }
-        }
-        if let (Some(slot), Some(info)) = (slot, tightest) {
-            slot.put(info);
-        }
+    let outcome = check_limits(state, who.key.as_ref().map(|k| &k.key), account).await;
+    let (info, denied) = match outcome {
+        Ok(info) => (info, false),
+        Err(info) => (Some(info), true),
+    };
+    let retry_after = info
+        .as_ref()
+        .map(|i| i.decision.retry_after.unwrap_or(i.quota.period()));
+    if let (Some(slot), Some(info)) = (slot, info) {
+        slot.put(info);
     }
-    Ok(())
+    match (denied, retry_after) {
+        (true, Some(retry_after)) => Err(ApiError::RateLimited { retry_after }),
+        _ => Ok(()),
+    }
 }
 
 /// Debits a call's credit `cost` (none for operators); 402 when the balance is short.

@@ -7,7 +7,6 @@
 //! is asked for.
 
 use axum::extract::State;
-use keygate_core::gcra::Quota;
 use keygate_core::Scope;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -120,35 +119,25 @@ pub async fn verify_key(
     };
     state.usage.record(hash, &k.id, k.account_id.as_ref(), now);
     if body.ratelimit.unwrap_or(true) && state.config.rate_limits_enabled {
-        let own: Option<Quota> = k.rate_limit.as_deref().and_then(|q| q.parse().ok());
-        let limits = own.map(|q| (format!("key:{}", k.id), q)).into_iter().chain(
-            state
-                .config
-                .plans
-                .get(&account.plan)
-                .map(|p| (format!("acct:{}", account.id), p.rate_limit)),
-        );
-        for (bucket, quota) in limits {
-            let d = state.limiter.check(&bucket, &quota, 1).await;
+        let outcome = crate::ratelimit::check_limits(&state, Some(k), account).await;
+        let (info, denied) = match outcome {
+            Ok(info) => (info, false),
+            Err(info) => (Some(info), true),
+        };
+        if let Some(i) = info {
+            let d = i.decision;
             let reset = now.unix_timestamp()
                 + d.reset_after.as_secs() as i64
                 + i64::from(d.reset_after.subsec_nanos() > 0);
-            if out
-                .ratelimit
-                .as_ref()
-                .is_none_or(|r| d.remaining < r.remaining)
-                || !d.allowed
-            {
-                out.ratelimit = Some(RateLimitOut {
-                    limit: d.limit,
-                    remaining: d.remaining,
-                    reset,
-                });
-            }
-            if !d.allowed {
-                out.code = "RATE_LIMITED";
-                return Ok(axum::Json(out));
-            }
+            out.ratelimit = Some(RateLimitOut {
+                limit: d.limit,
+                remaining: d.remaining,
+                reset,
+            });
+        }
+        if denied {
+            out.code = "RATE_LIMITED";
+            return Ok(axum::Json(out));
         }
     }
     if body.cost > 0 {
