@@ -172,6 +172,38 @@ macro_rules! sql_webhook_store {
             Ok(())
         }
 
+        /// Disables an endpoint and gives up its pending deliveries (leased ones too: their
+        /// workers' results no longer count).
+        async fn disable_in(
+            tx: &mut sqlx::Transaction<'static, $Db>,
+            id: &str,
+            reason: &str,
+            now: i64,
+        ) -> StoreResult<()> {
+            let done = sqlx::query(
+                "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = $1, updated_at = $2 WHERE id = $3",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled', \
+                 lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE endpoint_id = $2 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        }
+
         #[async_trait]
         impl WebhookStore for $Store {
             async fn create_endpoint(&self, p: &WebhookEndpoint) -> StoreResult<()> {
@@ -282,29 +314,8 @@ macro_rules! sql_webhook_store {
                 reason: &str,
                 now: OffsetDateTime,
             ) -> StoreResult<()> {
-                let now = to_ms(now);
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
-                let done = sqlx::query(
-                    "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = $1, updated_at = $2 WHERE id = $3",
-                )
-                .bind(reason)
-                .bind(now)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound);
-                }
-                sqlx::query(
-                    "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled', \
-                     lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE endpoint_id = $2 AND status = 'pending'",
-                )
-                .bind(now)
-                .bind(id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                disable_in(&mut tx, id.as_str(), reason, to_ms(now)).await?;
                 tx.commit().await.map_err(map_err)
             }
 
@@ -415,6 +426,7 @@ macro_rules! sql_webhook_store {
                 owner: &str,
                 a: &DeliveryAttempt,
                 next: &NextStep,
+                disable: Option<&str>,
             ) -> StoreResult<Option<EndpointHealth>> {
                 let at = to_ms(a.attempted_at);
                 let (status, next_at) = match next {
@@ -475,8 +487,11 @@ macro_rules! sql_webhook_store {
                     .await
                 }
                 .map_err(map_err)?;
+                if let Some(reason) = disable {
+                    disable_in(&mut tx, &endpoint, reason, at).await?;
+                }
                 let health = EndpointHealth {
-                    enabled: int(&health, "enabled")? != 0,
+                    enabled: disable.is_none() && int(&health, "enabled")? != 0,
                     failing_since: opt_from_ms(opt_int(&health, "failing_since")?)?,
                 };
                 tx.commit().await.map_err(map_err)?;

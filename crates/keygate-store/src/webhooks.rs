@@ -183,12 +183,14 @@ pub trait WebhookStore: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
     /// Records an attempt and moves the delivery on, if `owner` still holds its lease (returns
-    /// `None` otherwise: another worker has it now). Updates the endpoint's `failing_since`.
+    /// `None` otherwise: another worker has it now). Updates the endpoint's `failing_since`;
+    /// with `disable`, also disables the endpoint for that reason, in the same transaction.
     async fn finish_attempt(
         &self,
         owner: &str,
         attempt: &DeliveryAttempt,
         next: &NextStep,
+        disable: Option<&str>,
     ) -> StoreResult<Option<EndpointHealth>>;
     /// Gives back `owner`'s leases at once (a clean shutdown), so another node need not wait.
     async fn release_leases(&self, owner: &str) -> StoreResult<u64>;

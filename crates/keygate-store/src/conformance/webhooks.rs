@@ -18,6 +18,7 @@ pub async fn run_all(store: &dyn Store) {
     concurrent_claims_never_hand_out_a_delivery_twice(store).await;
     only_the_lease_holder_records_an_attempt(store).await;
     failures_mark_the_endpoint_failing_until_a_success(store).await;
+    an_attempt_can_disable_its_endpoint_with_it(store).await;
     released_leases_are_due_at_once(store).await;
     disabling_an_endpoint_gives_up_its_pending_deliveries(store).await;
     a_replay_is_a_new_delivery_of_the_same_event(store).await;
@@ -326,7 +327,12 @@ pub async fn only_the_lease_holder_records_an_attempt(store: &dyn Store) {
     assert_eq!(
         ok(
             store
-                .finish_attempt("w2", &attempt(&id, t, Some(200)), &NextStep::Succeeded)
+                .finish_attempt(
+                    "w2",
+                    &attempt(&id, t, Some(200)),
+                    &NextStep::Succeeded,
+                    None
+                )
                 .await,
             "finish by another worker"
         ),
@@ -334,7 +340,12 @@ pub async fn only_the_lease_holder_records_an_attempt(store: &dyn Store) {
     );
     let health = ok(
         store
-            .finish_attempt("w1", &attempt(&id, t, Some(200)), &NextStep::Succeeded)
+            .finish_attempt(
+                "w1",
+                &attempt(&id, t, Some(200)),
+                &NextStep::Succeeded,
+                None,
+            )
             .await,
         "finish",
     )
@@ -354,7 +365,12 @@ pub async fn only_the_lease_holder_records_an_attempt(store: &dyn Store) {
     assert_eq!(
         ok(
             store
-                .finish_attempt("w1", &attempt(&id, t, Some(200)), &NextStep::Succeeded)
+                .finish_attempt(
+                    "w1",
+                    &attempt(&id, t, Some(200)),
+                    &NextStep::Succeeded,
+                    None
+                )
                 .await,
             "finish twice"
         ),
@@ -384,7 +400,12 @@ pub async fn failures_mark_the_endpoint_failing_until_a_success(store: &dyn Stor
     let retry_at = t + Duration::seconds(5);
     let health = ok(
         store
-            .finish_attempt("w1", &attempt(&id, t, None), &NextStep::RetryAt(retry_at))
+            .finish_attempt(
+                "w1",
+                &attempt(&id, t, None),
+                &NextStep::RetryAt(retry_at),
+                None,
+            )
             .await,
         "fail",
     )
@@ -422,6 +443,7 @@ pub async fn failures_mark_the_endpoint_failing_until_a_success(store: &dyn Stor
                 "w1",
                 &attempt(&id, t2, Some(500)),
                 &NextStep::RetryAt(t2 + Duration::seconds(300)),
+                None,
             )
             .await,
         "fail again",
@@ -444,7 +466,12 @@ pub async fn failures_mark_the_endpoint_failing_until_a_success(store: &dyn Stor
     );
     let health = ok(
         store
-            .finish_attempt("w1", &attempt(&id, t3, Some(204)), &NextStep::Succeeded)
+            .finish_attempt(
+                "w1",
+                &attempt(&id, t3, Some(204)),
+                &NextStep::Succeeded,
+                None,
+            )
             .await,
         "succeed",
     )
@@ -526,7 +553,12 @@ pub async fn a_replay_is_a_new_delivery_of_the_same_event(store: &dyn Store) {
     let claimed = ok(store.claim_deliveries("w1", t, lease(t), 10).await, "claim");
     ok(
         store
-            .finish_attempt("w1", &attempt(&first, t, Some(500)), &NextStep::Failed)
+            .finish_attempt(
+                "w1",
+                &attempt(&first, t, Some(500)),
+                &NextStep::Failed,
+                None,
+            )
             .await,
         "fail",
     );
@@ -682,7 +714,12 @@ pub async fn purging_keeps_events_with_pending_deliveries(store: &dyn Store) {
     assert_eq!(claimed.len(), 2);
     ok(
         store
-            .finish_attempt("w1", &attempt(&done, old, Some(200)), &NextStep::Succeeded)
+            .finish_attempt(
+                "w1",
+                &attempt(&done, old, Some(200)),
+                &NextStep::Succeeded,
+                None,
+            )
             .await,
         "finish",
     );
@@ -701,5 +738,52 @@ pub async fn purging_keeps_events_with_pending_deliveries(store: &dyn Store) {
         ok(store.get_delivery(&a.account.id, &pending).await, "pending").status,
         DeliveryStatus::Pending
     );
+    delete_all(store, &[&e]).await;
+}
+
+pub async fn an_attempt_can_disable_its_endpoint_with_it(store: &dyn Store) {
+    let a = create_fixture(store, "wh-gone").await;
+    let e = new_endpoint(store, &a.account.id, &[]).await;
+    let t = now();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.extend(ok(
+            store
+                .enqueue_event(
+                    &event(&a.account.id, "post.created", t),
+                    &EventTarget::Subscribed,
+                )
+                .await,
+            "enqueue",
+        ));
+    }
+    let claimed = ok(store.claim_deliveries("w1", t, lease(t), 1).await, "claim");
+    let first = claimed[0].delivery.id.clone();
+    let health = ok(
+        store
+            .finish_attempt(
+                "w1",
+                &attempt(&first, t, Some(410)),
+                &NextStep::Failed,
+                Some("410 Gone"),
+            )
+            .await,
+        "finish",
+    )
+    .expect("holder");
+    assert!(!health.enabled);
+    let stored = ok(store.get_endpoint(None, &e.id).await, "get");
+    assert_eq!(
+        (stored.enabled, stored.disabled_reason.as_deref()),
+        (false, Some("410 Gone"))
+    );
+    for id in &ids {
+        assert_eq!(
+            ok(store.get_delivery(&a.account.id, id).await, "get").status,
+            DeliveryStatus::Failed,
+            "every pending delivery of the endpoint is given up"
+        );
+    }
+    assert_eq!(ok(store.list_attempts(&[first]).await, "attempts").len(), 1);
     delete_all(store, &[&e]).await;
 }

@@ -16,3 +16,4 @@ mod secrets;
 mod tokens;
 mod usage;
 mod verify;
+mod webhooks;
