@@ -16,4 +16,5 @@ mod secrets;
 mod tokens;
 mod usage;
 mod verify;
+mod webhook_durability;
 mod webhooks;

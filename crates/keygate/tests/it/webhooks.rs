@@ -59,6 +59,8 @@ impl Reply {
 pub struct Receiver {
     pub base: String,
     script: Arc<Mutex<VecDeque<Reply>>>,
+    /// The answer once the script is used up.
+    default: Arc<Mutex<Reply>>,
     got: mpsc::UnboundedReceiver<Received>,
 }
 
@@ -66,11 +68,14 @@ impl Receiver {
     pub async fn start() -> Self {
         let (tx, got) = mpsc::unbounded_channel();
         let script: Arc<Mutex<VecDeque<Reply>>> = Arc::default();
+        let default = Arc::new(Mutex::new(Reply::status(200)));
         let answers = script.clone();
+        let fallback = default.clone();
         let app = axum::Router::new().fallback(
             move |uri: axum::http::Uri, headers: HeaderMap, body: String| {
                 let tx = tx.clone();
                 let answers = answers.clone();
+                let fallback = fallback.clone();
                 async move {
                     let _ = tx.send(Received {
                         path: uri.path().to_owned(),
@@ -81,7 +86,7 @@ impl Receiver {
                         .lock()
                         .expect("script")
                         .pop_front()
-                        .unwrap_or_else(|| Reply::status(200));
+                        .unwrap_or_else(|| fallback.lock().expect("default").clone());
                     tokio::time::sleep(reply.delay).await;
                     let mut response = axum::http::Response::builder()
                         .status(StatusCode::from_u16(reply.status).expect("status"));
@@ -99,7 +104,17 @@ impl Receiver {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { base, script, got }
+        Receiver {
+            base,
+            script,
+            default,
+            got,
+        }
+    }
+
+    /// How the receiver answers once its script is used up (200 at first).
+    pub fn by_default(&self, reply: Reply) {
+        *self.default.lock().expect("default") = reply;
     }
 
     pub fn reply_with(&self, replies: impl IntoIterator<Item = Reply>) {
@@ -612,4 +627,152 @@ async fn two_nodes_share_the_deliveries_on_postgres() {
     );
     b.shutdown().await;
     a.shutdown().await;
+}
+
+/// A webhook test server with more of its configuration changed.
+async fn start_adjusted(
+    backend: Backend,
+    adjust: impl FnOnce(&mut keygate_server::Config),
+) -> Option<TestServer> {
+    TestServer::start_with(backend, |c| {
+        c.webhooks_allow_private = true;
+        c.webhook_poll_interval = Duration::from_millis(100);
+        c.webhook_timeout = Duration::from_secs(2);
+        c.webhook_lease = Duration::from_secs(5);
+        adjust(c);
+    })
+    .await
+}
+
+/// Receives events until one of `event_type` comes; returns its body.
+async fn event_of(rx: &mut Receiver, event_type: &str) -> Value {
+    loop {
+        let got = rx.next(WAIT).await;
+        let body = got.json();
+        if body["type"] == event_type {
+            return body;
+        }
+    }
+}
+
+async fn account_events(backend: Backend) {
+    let Some(srv) = start_adjusted(backend, |c| {
+        crate::harness::with_plan(c, "tiny", "4/minute", Some(100));
+        c.route_costs
+            .push(("GET".into(), "/api/v1/auth/me".into(), 46));
+    })
+    .await
+    else {
+        eprintln!("SKIPPED: account events on PostgreSQL");
+        return;
+    };
+    let acct = srv.account_on_plan("Tiny Co", Some("tiny")).await;
+    let mut rx = Receiver::start().await;
+    endpoint(
+        &srv,
+        &acct,
+        &rx.base,
+        json!(["user.created", "credits.low", "ratelimit.exceeded"]),
+    )
+    .await;
+
+    let r = srv
+        .send(
+            Method::POST,
+            &format!("/api/v1/accounts/{}/users", acct.id),
+            Some(&acct.key),
+            Some(json!({"email": "dev@tiny.test", "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let user = event_of(&mut rx, "user.created").await;
+    assert_eq!(user["data"]["user"]["email"], "dev@tiny.test");
+    assert!(
+        !user.to_string().contains("correct horse"),
+        "no password in events"
+    );
+
+    // 100 credits, 46 a call: 54 left, then 8, below a tenth of the plan's 100.
+    // (Creating the endpoint and the user spent two of the 4 calls a minute.)
+    assert_eq!(srv.get("/api/v1/auth/me", &acct.key).await.status, 200);
+    assert_eq!(srv.get("/api/v1/auth/me", &acct.key).await.status, 200);
+    let low = event_of(&mut rx, "credits.low").await;
+    assert_eq!(low["data"], json!({"balance": 8, "threshold": 10}));
+    assert_eq!(srv.get("/api/v1/auth/me", &acct.key).await.status, 429);
+    let limited = event_of(&mut rx, "ratelimit.exceeded").await;
+    assert_eq!(limited["data"]["limit"], 4);
+    // Once a minute at most, however many requests are refused.
+    for _ in 0..5 {
+        assert_eq!(srv.get("/api/v1/auth/me", &acct.key).await.status, 429);
+    }
+    rx.nothing_within(Duration::from_millis(500)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_credit_and_rate_limit_events_arrive_once_on_sqlite() {
+    account_events(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_credit_and_rate_limit_events_arrive_once_on_postgres() {
+    account_events(Backend::Postgres).await
+}
+
+/// An endpoint failing "for days" (here: for 3 seconds) is disabled, and the account's other
+/// endpoints hear about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_too_long_is_disabled_and_its_owner_told() {
+    let srv = start_adjusted(Backend::Sqlite, |c| {
+        c.webhook_disable_after = Duration::from_secs(3);
+    })
+    .await
+    .expect("sqlite");
+    let acct = srv.account("Flaky").await;
+    let mut broken = Receiver::start().await;
+    broken.by_default(Reply::status(500));
+    let mut ops = Receiver::start().await;
+    let (bad, _) = endpoint(&srv, &acct, &broken.base, json!(["post.*"])).await;
+    endpoint(&srv, &acct, &ops.base, json!(["webhook.endpoint.disabled"])).await;
+
+    publish(&srv, &acct.key, "post.created", json!({})).await;
+    broken.next(WAIT).await;
+    broken.next(Duration::from_secs(12)).await;
+    let told = event_of(&mut ops, "webhook.endpoint.disabled").await;
+    assert_eq!(told["data"]["endpoint_id"], bad.as_str());
+    assert!(told["data"]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("failed since"));
+    let ep = srv
+        .get_ok(&format!("/api/v1/webhooks/{bad}"), &acct.key)
+        .await;
+    assert_eq!(ep["enabled"], false);
+}
+
+/// `key.expiring` goes out once for a key that expires within a week.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_about_to_expire_is_announced_once() {
+    let srv = start(Backend::Sqlite).await.expect("sqlite");
+    let acct = srv.account("Expiring").await;
+    let mut rx = Receiver::start().await;
+    endpoint(&srv, &acct, &rx.base, json!(["key.expiring"])).await;
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::days(3);
+    let soon = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let (plaintext, id) = srv
+        .create_key(&acct.key, json!({"name": "temp", "expires_at": soon}))
+        .await;
+    srv.create_key(&acct.key, json!({"name": "forever"})).await;
+    for _ in 0..2 {
+        keygate_server::webhooks::worker::warn_expiring_keys(&srv.state)
+            .await
+            .expect("scan");
+    }
+    let got = rx.next(WAIT).await;
+    assert!(!got.body.contains(&plaintext));
+    let body = got.json();
+    assert_eq!(body["type"], "key.expiring");
+    assert_eq!(body["data"]["key"]["id"], id.as_str());
+    rx.nothing_within(Duration::from_millis(500)).await;
 }
