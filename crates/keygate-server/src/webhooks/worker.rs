@@ -290,7 +290,7 @@ pub async fn housekeeping(state: AppState, mut stopped: watch::Receiver<bool>) {
         if let Err(err) = warn_expiring_keys(&state).await {
             tracing::warn!(error = %err, "key.expiring scan failed; will retry");
         }
-        if minutes % 60 == 0 {
+        if minutes.is_multiple_of(60) {
             let before = now()
                 - time::Duration::try_from(state.config.webhook_retention)
                     .unwrap_or(time::Duration::days(30));

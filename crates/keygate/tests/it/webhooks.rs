@@ -285,7 +285,7 @@ webhook_tests! {
         let got = srv.get_ok(&format!("/api/v1/webhooks/{id}"), &acct.key).await;
         assert!(got.get("secret").is_none(), "the secret is not shown again: {got}");
         assert_eq!(got["description"], "production receiver");
-        let list = srv.get(&"/api/v1/webhooks", &acct.key).await;
+        let list = srv.get("/api/v1/webhooks", &acct.key).await;
         assert_eq!(list.header("x-total-count"), Some("1"));
         assert!(!list.body.to_string().contains(secret));
 
