@@ -73,6 +73,11 @@ typed_id!(EndpointId, "ep_");
 // An event, and the `webhook-id` of every delivery of it (Standard Webhooks' `msg_` ids).
 typed_id!(EventId, "msg_");
 typed_id!(DeliveryId, "dlv_");
+// An OAuth client: its public `client_id`.
+typed_id!(ClientId, "kgc_");
+// An OAuth grant: what one authorization code started, and every refresh token rotated from it
+// (the "family" that reuse of an old refresh token revokes).
+typed_id!(GrantId, "grant_");
 
 #[cfg(test)]
 mod tests {

@@ -5,9 +5,10 @@ pub mod base62;
 pub mod gcra;
 pub mod id;
 pub mod key;
+pub mod oauth;
 pub mod scope;
 pub mod webhook;
 
-pub use id::{AccountId, DeliveryId, EndpointId, EventId, KeyId, UserId};
+pub use id::{AccountId, ClientId, DeliveryId, EndpointId, EventId, GrantId, KeyId, UserId};
 pub use key::{Environment, KeyFormatError, KeyHash, ParsedKey};
 pub use scope::Scope;

@@ -6,6 +6,7 @@
 //! Where the dialects differ (pragmas, locks) the backend module says so.
 
 mod migrate;
+mod oauth_queries;
 pub mod postgres;
 mod queries;
 pub mod sqlite;

@@ -5,6 +5,7 @@
 
 pub mod conformance;
 mod models;
+mod oauth;
 mod webhooks;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use keygate_core::{AccountId, KeyHash, KeyId, UserId};
 use time::OffsetDateTime;
 
 pub use models::*;
+pub use oauth::*;
 pub use webhooks::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,7 @@ pub struct UsageIncrement {
 }
 
 #[async_trait]
-pub trait Store: WebhookStore + Send + Sync + 'static {
+pub trait Store: WebhookStore + OAuthStore + Send + Sync + 'static {
     /// Which backend this is, for logs and `/readyz`.
     fn backend_name(&self) -> &'static str;
     /// Applies the migrations this binary knows and the database has not seen.
