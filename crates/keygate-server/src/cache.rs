@@ -1,7 +1,8 @@
 //! The caches of the hot path, bounded in size and in age:
 //! - key hash → the key with its account (API-key requests);
 //! - key id → the same (token requests: a token names the key it was minted from);
-//! - user id → the user with their account (tokens from `user_auth`).
+//! - user id → the user with their account (tokens from `user_auth`, OAuth user tokens);
+//! - account id → the account (OAuth client credentials tokens, which name no key or user).
 //!
 //! A change invalidates its entries at once on this node, and on the others through the
 //! revocation feed (see `revocation.rs`). A read that missed the cache and went to the database
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keygate_core::{KeyHash, KeyId, UserId};
+use keygate_core::{AccountId, KeyHash, KeyId, UserId};
 use keygate_store::{Account, KeyWithAccount, User};
 
 pub struct UserWithAccount {
@@ -26,6 +27,7 @@ pub struct Caches {
     by_hash: moka::sync::Cache<KeyHash, Arc<KeyWithAccount>>,
     by_id: moka::sync::Cache<KeyId, Arc<KeyWithAccount>>,
     users: moka::sync::Cache<UserId, Arc<UserWithAccount>>,
+    accounts: moka::sync::Cache<AccountId, Arc<Account>>,
     /// Hashes the database did not know, for a few seconds: a client retrying a wrong key, or
     /// a scan of invented ones, costs one lookup per hash, not one per request.
     unknown: moka::sync::Cache<KeyHash, ()>,
@@ -51,6 +53,7 @@ impl Caches {
             by_hash: build(capacity, ttl),
             by_id: build(capacity, ttl),
             users: build(capacity, ttl),
+            accounts: build(capacity, ttl),
             unknown: build(capacity, UNKNOWN_KEY_TTL),
             epoch: AtomicU64::new(0),
         }
@@ -80,6 +83,10 @@ impl Caches {
 
     pub fn user(&self, id: &UserId) -> Option<Arc<UserWithAccount>> {
         self.users.get(id)
+    }
+
+    pub fn account(&self, id: &AccountId) -> Option<Arc<Account>> {
+        self.accounts.get(id)
     }
 
     /// Call before reading the database on a miss; pass the value to an `insert_*`.
@@ -115,6 +122,10 @@ impl Caches {
         self.insert(&self.users, id, v, epoch);
     }
 
+    pub fn insert_account(&self, id: AccountId, v: Arc<Account>, epoch: u64) {
+        self.insert(&self.accounts, id, v, epoch);
+    }
+
     pub fn invalidate_key(&self, hash: &KeyHash, id: &KeyId) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.by_hash.invalidate(hash);
@@ -132,6 +143,7 @@ impl Caches {
         self.by_hash.invalidate_all();
         self.by_id.invalidate_all();
         self.users.invalidate_all();
+        self.accounts.invalidate_all();
         self.unknown.invalidate_all();
     }
 }

@@ -70,6 +70,14 @@ pub struct Config {
     pub token_algorithm: keygate_token::Algorithm,
     /// The `iss` of every token.
     pub token_issuer: String,
+    /// The OAuth authorization server's issuer identifier (RFC 8414): the `iss` of OAuth access
+    /// tokens and the base of the endpoint URLs in its metadata, e.g. `https://auth.example.com`.
+    /// `None`: the token issuer when it is a URL, else the address requests come to.
+    pub oauth_issuer: Option<String>,
+    /// How long an authorization code may wait to be exchanged (RFC 6749 §4.1.2: short).
+    pub oauth_code_ttl: Duration,
+    /// How long an OAuth refresh token lasts; each use gives a new one of the same lifetime.
+    pub oauth_refresh_ttl: Duration,
     pub plans: std::collections::BTreeMap<String, Plan>,
     /// Off: no request is limited (for measuring the limiter's cost).
     pub rate_limits_enabled: bool,
@@ -113,6 +121,9 @@ impl Config {
             token_ttl: Duration::from_secs(3600),
             token_algorithm: keygate_token::Algorithm::Rs256,
             token_issuer: "keygate".into(),
+            oauth_issuer: None,
+            oauth_code_ttl: Duration::from_secs(60),
+            oauth_refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             plans: default_plans(),
             rate_limits_enabled: true,
             auth_failure_limit: keygate_core::gcra::Quota::parse("60/minute")
@@ -127,6 +138,13 @@ impl Config {
             webhook_retention: Duration::from_secs(30 * 24 * 3600),
             credits_low_threshold: None,
         }
+    }
+
+    /// The `iss` of OAuth access tokens: [`Config::oauth_issuer`], else the token issuer.
+    pub fn oauth_token_issuer(&self) -> String {
+        self.oauth_issuer
+            .clone()
+            .unwrap_or_else(|| self.token_issuer.clone())
     }
 
     pub fn database_url(&self) -> String {
@@ -203,6 +221,7 @@ impl AppState {
             store.as_ref(),
             master,
             config.token_issuer.clone(),
+            config.oauth_token_issuer(),
             config.token_ttl,
             config.token_algorithm,
         )

@@ -16,7 +16,8 @@ use std::time::Duration;
 use anyhow::Context;
 use keygate_store::{SigningKeyRecord, Store};
 use keygate_token::{
-    Algorithm, AuthClaims, Jwks, MasterKey, SealedKey, SigningKey, TokenError, Verifier,
+    AccessClaims, Algorithm, AuthClaims, Jwks, MasterKey, SealedKey, SigningKey, TokenError,
+    Verifier,
 };
 use sha2::Digest as _;
 use time::OffsetDateTime;
@@ -27,6 +28,8 @@ const CLOCK_LEEWAY: time::Duration = time::Duration::seconds(10);
 pub struct TokenService {
     master: MasterKey,
     issuer: String,
+    /// The `iss` of OAuth access tokens (the authorization server's issuer identifier).
+    oauth_issuer: String,
     pub ttl: Duration,
     algorithm: Algorithm,
     keys: RwLock<Arc<KeySet>>,
@@ -35,12 +38,16 @@ pub struct TokenService {
     /// Tokens whose signature was checked, by the SHA-256 of their text. Emptied when the
     /// signing keys change, so a key that leaves the JWKS stops verifying at once.
     verified: moka::sync::Cache<[u8; 32], Arc<AuthClaims>>,
+    /// The same for OAuth access tokens.
+    verified_access: moka::sync::Cache<[u8; 32], Arc<AccessClaims>>,
 }
 
 /// The signing key in use and the verifier of every key still publishable.
 pub struct KeySet {
     pub active: Arc<SigningKey>,
     pub verifier: Verifier,
+    /// The same keys, for OAuth access tokens and their issuer.
+    pub access_verifier: Verifier,
     pub jwks: Jwks,
 }
 
@@ -108,12 +115,14 @@ impl TokenService {
         store: &dyn Store,
         master: MasterKey,
         issuer: String,
+        oauth_issuer: String,
         ttl: Duration,
         algorithm: Algorithm,
     ) -> anyhow::Result<Self> {
         let service = TokenService {
             master,
             issuer,
+            oauth_issuer,
             ttl,
             algorithm,
             keys: RwLock::new(Arc::new(KeySet::empty()?)),
@@ -121,6 +130,10 @@ impl TokenService {
                 .time_to_live(ttl + Duration::from_secs(60))
                 .build(),
             verified: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(300))
+                .build(),
+            verified_access: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(300))
                 .build(),
@@ -160,6 +173,10 @@ impl TokenService {
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    pub fn oauth_issuer(&self) -> &str {
+        &self.oauth_issuer
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -214,6 +231,8 @@ impl TokenService {
         let keep_until = |r: &SigningKeyRecord| r.retired_at.map(|t| t + self.ttl + CLOCK_LEEWAY);
         let mut active: Option<(OffsetDateTime, Arc<SigningKey>)> = None;
         let mut verifier = Verifier::new(self.issuer.clone()).with_leeway(CLOCK_LEEWAY);
+        let mut access_verifier =
+            Verifier::new(self.oauth_issuer.clone()).with_leeway(CLOCK_LEEWAY);
         let mut jwks = Vec::new();
         for r in &records {
             if keep_until(r).is_some_and(|t| t <= now) {
@@ -221,9 +240,10 @@ impl TokenService {
             }
             let sealed: SealedKey =
                 serde_json::from_str(&r.sealed).context("a stored signing key is unreadable")?;
-            verifier
-                .insert_jwk(&sealed.public_jwk)
-                .map_err(|e| anyhow::anyhow!("signing key {}: {e}", r.kid))?;
+            for v in [&mut verifier, &mut access_verifier] {
+                v.insert_jwk(&sealed.public_jwk)
+                    .map_err(|e| anyhow::anyhow!("signing key {}: {e}", r.kid))?;
+            }
             jwks.push(sealed.public_jwk.clone());
             if r.retired_at.is_none() && active.as_ref().is_none_or(|(t, _)| r.created_at > *t) {
                 let key = sealed.open(&self.master).map_err(|e| {
@@ -239,9 +259,11 @@ impl TokenService {
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(KeySet {
             active,
             verifier,
+            access_verifier,
             jwks: Jwks::from(jwks),
         });
         self.verified.invalidate_all();
+        self.verified_access.invalidate_all();
         Ok(())
     }
 
@@ -275,6 +297,37 @@ impl TokenService {
         Ok(claims)
     }
 
+    /// Signs an OAuth access token (typ `at+jwt`) with the active key.
+    pub fn sign_access(&self, claims: &AccessClaims) -> anyhow::Result<String> {
+        self.current()
+            .active
+            .sign(claims)
+            .map_err(|e| anyhow::anyhow!("signing an access token: {e}"))
+    }
+
+    /// [`TokenService::verify`] for OAuth access tokens: the same keys, cache and deny-list,
+    /// the OAuth issuer and typ `at+jwt`. Hot path.
+    pub fn verify_access(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+        let now = OffsetDateTime::now_utc();
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let claims = match self.verified_access.get(&digest) {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(
+                    self.current()
+                        .access_verifier
+                        .verify::<AccessClaims>(token, now)?,
+                );
+                self.verified_access.insert(digest, claims.clone());
+                claims
+            }
+        };
+        if claims.exp <= now.unix_timestamp() || self.denied.contains_key(&claims.jti) {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
     pub fn deny(&self, jti: &str) {
         self.denied.insert(jti.to_owned(), ());
     }
@@ -287,6 +340,7 @@ impl KeySet {
         Ok(KeySet {
             active: Arc::new(key),
             verifier: Verifier::new(""),
+            access_verifier: Verifier::new(""),
             jwks: Jwks::from(Vec::new()),
         })
     }

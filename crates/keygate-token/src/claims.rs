@@ -6,7 +6,7 @@
 //! names the API key a token was exchanged for, so revoking that key can revoke its tokens;
 //! `jti` names the token itself for the deny-list that `DELETE /v2/token_auth` writes.
 
-use keygate_core::{AccountId, KeyId, Scope, UserId};
+use keygate_core::{AccountId, ClientId, KeyId, Scope, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::jws::{Claims, TokenType};
@@ -42,6 +42,48 @@ pub struct AuthClaims {
 
 impl Claims for AuthClaims {
     const TYPE: TokenType = TokenType::Jwt;
+
+    fn iss(&self) -> &str {
+        &self.iss
+    }
+
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+
+    fn iat(&self) -> Option<i64> {
+        Some(self.iat)
+    }
+}
+
+/// An OAuth 2.0 access token (RFC 9068, typ `at+jwt`), signed with the same keys as auth
+/// tokens and verified through the same JWKS; the `typ` keeps the two from being confused.
+///
+/// `sub` is the user who authorized the client, or, for the client credentials grant where no
+/// user is involved, the client id itself (RFC 9068 §2.2). `scope` is space-separated Keygate
+/// scopes; `account_id` is the account the token acts in (the user's, or the client's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: ClientId,
+    pub scope: String,
+    pub account_id: AccountId,
+}
+
+impl AccessClaims {
+    /// The user the token speaks for; `None` for a client credentials token.
+    pub fn user_id(&self) -> Option<UserId> {
+        UserId::parse(&self.sub)
+    }
+}
+
+impl Claims for AccessClaims {
+    const TYPE: TokenType = TokenType::AccessToken;
 
     fn iss(&self) -> &str {
         &self.iss
@@ -132,5 +174,38 @@ mod tests {
         verifier.insert_key(&key).expect("valid JWK");
         let result = verifier.verify::<AuthClaims>(&token, now);
         assert_eq!(result.expect_err("bad id"), TokenError::Malformed);
+    }
+
+    #[test]
+    fn access_tokens_are_at_jwt_and_not_accepted_as_auth_tokens() {
+        let key = key(Algorithm::Rs256);
+        let now = OffsetDateTime::now_utc();
+        let t = now.unix_timestamp();
+        let user = UserId::generate();
+        let claims = AccessClaims {
+            iss: "https://keygate.test".into(),
+            sub: user.to_string(),
+            aud: "https://keygate.test".into(),
+            exp: t + 600,
+            iat: t,
+            jti: "tok_1".into(),
+            client_id: ClientId::generate(),
+            scope: "read write".into(),
+            account_id: AccountId::generate(),
+        };
+        let token = key.sign(&claims).expect("sign");
+        let mut verifier = Verifier::new("https://keygate.test");
+        verifier.insert_key(&key).expect("valid JWK");
+        let back: AccessClaims = verifier.verify(&token, now).expect("valid");
+        assert_eq!(back.user_id(), Some(user));
+        assert_eq!(
+            verifier.verify::<AuthClaims>(&token, now),
+            Err(TokenError::WrongType)
+        );
+        let machine = AccessClaims {
+            sub: claims.client_id.to_string(),
+            ..claims
+        };
+        assert_eq!(machine.user_id(), None);
     }
 }

@@ -21,7 +21,7 @@ mod jws;
 mod key;
 mod seal;
 
-pub use claims::{AuthClaims, AuthMethod};
+pub use claims::{AccessClaims, AuthClaims, AuthMethod};
 pub use jwk::Jwks;
 pub use jws::{Claims, TokenError, TokenType, Verifier, MAX_TOKEN_LEN};
 pub use key::{Algorithm, KeyError, SigningKey};

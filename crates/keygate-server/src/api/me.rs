@@ -26,7 +26,7 @@ pub struct MeOut {
     pub key: Option<KeyOut>,
     /// What this credential may do: `read`, `write` or `admin`.
     pub scope: String,
-    /// How the caller authenticated: `api_key` or `auth_token`.
+    /// How the caller authenticated: `api_key`, `auth_token` or `oauth_access_token`.
     pub credential: &'static str,
 }
 
@@ -60,6 +60,8 @@ pub async fn me(
         scope: who.scope.to_string(),
         credential: if who.token.is_some() {
             "auth_token"
+        } else if who.oauth.is_some() {
+            "oauth_access_token"
         } else {
             "api_key"
         },

@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use keygate_core::{key, AccountId, KeyHash, KeyId, Scope, UserId};
 use keygate_store::{Account, AccountStatus, KeyStatus, KeyWithAccount, Role, StoreError};
-use keygate_token::{AuthClaims, AuthMethod};
+use keygate_token::{AccessClaims, AuthClaims, AuthMethod, TokenError};
 use time::OffsetDateTime;
 
 use super::ApiError;
@@ -34,7 +34,21 @@ pub struct TokenInUse {
     pub raw: String,
 }
 
+/// The OAuth 2.0 access token (RFC 9068) a request was made with.
+#[derive(Debug)]
+pub struct OAuthAccess {
+    pub claims: Arc<AccessClaims>,
+    /// The account a client credentials token acts in; a user's token finds it in
+    /// [`Principal::user`].
+    pub account: Option<Arc<Account>>,
+}
+
 /// Who is calling, and with what rights.
+///
+/// An OAuth access token for a user is that user's credential narrowed to the scopes the
+/// user granted the client (`user` and `user_id` set, `oauth` set, no key). A client
+/// credentials token acts for the client's account with at most the client's scope, with no
+/// user (`user_id` `None`): like an account-level key that nobody owns.
 #[derive(Clone, Debug)]
 pub struct Principal {
     pub scope: Scope,
@@ -47,6 +61,7 @@ pub struct Principal {
     /// The user a `user_auth` token was minted for.
     pub user: Option<Arc<UserWithAccount>>,
     pub token: Option<Arc<TokenInUse>>,
+    pub oauth: Option<Arc<OAuthAccess>>,
 }
 
 impl std::fmt::Debug for UserWithAccount {
@@ -68,7 +83,7 @@ impl Principal {
         match (&self.key, &self.user) {
             (Some(k), _) => k.account.as_ref(),
             (None, Some(u)) => Some(&u.account),
-            (None, None) => None,
+            (None, None) => self.oauth.as_ref().and_then(|o| o.account.as_deref()),
         }
     }
 
@@ -227,6 +242,7 @@ pub async fn authenticate_key(
         key: Some(entry.clone()),
         user: None,
         token: None,
+        oauth: None,
     })
 }
 
@@ -264,10 +280,12 @@ pub fn user_scope(role: Role) -> Scope {
 
 /// Hot path for auth tokens: everything but the key or user lookup is CPU only.
 pub async fn authenticate_token(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
-    let claims = state
-        .tokens
-        .verify(raw)
-        .map_err(|_| ApiError::unauthorized(INVALID_TOKEN))?;
+    let claims = match state.tokens.verify(raw) {
+        Ok(claims) => claims,
+        // The typ is checked before the signature: trying the other kind costs little.
+        Err(TokenError::WrongType) => return authenticate_access_token(state, raw).await,
+        Err(_) => return Err(ApiError::unauthorized(INVALID_TOKEN)),
+    };
     let now = OffsetDateTime::now_utc();
     let token = Arc::new(TokenInUse {
         raw: raw.to_owned(),
@@ -313,6 +331,7 @@ pub async fn authenticate_token(state: &AppState, raw: &str) -> Result<Principal
                 key: Some(entry.clone()),
                 user: None,
                 token: Some(token.clone()),
+                oauth: None,
             })
         }
         AuthMethod::UserAuth => {
@@ -327,9 +346,82 @@ pub async fn authenticate_token(state: &AppState, raw: &str) -> Result<Principal
                 key: None,
                 user: Some(user),
                 token: Some(token.clone()),
+                oauth: None,
             })
         }
     }
+}
+
+/// Hot path for OAuth access tokens: signature and deny-list (no I/O), then the user or the
+/// account through the caches. A user's token can never do more than the user: its scope is
+/// what was granted, narrowed by the user's current role.
+pub async fn authenticate_access_token(
+    state: &AppState,
+    raw: &str,
+) -> Result<Principal, ApiError> {
+    let claims = state
+        .tokens
+        .verify_access(raw)
+        .map_err(|_| ApiError::unauthorized(INVALID_TOKEN))?;
+    let granted = keygate_core::oauth::ScopeSet::parse(&claims.scope)
+        .ok()
+        .and_then(|s| s.effective())
+        .ok_or_else(|| ApiError::unauthorized(INVALID_TOKEN))?;
+    match claims.user_id() {
+        Some(user_id) => {
+            let user = load_user(state, &claims.account_id, &user_id).await?;
+            if user.account.status != AccountStatus::Active {
+                return Err(ApiError::unauthorized("This account is disabled"));
+            }
+            Ok(Principal {
+                scope: granted.min(user_scope(user.user.role)),
+                account_id: Some(claims.account_id.clone()),
+                user_id: Some(user_id),
+                key: None,
+                user: Some(user),
+                token: None,
+                oauth: Some(Arc::new(OAuthAccess {
+                    claims,
+                    account: None,
+                })),
+            })
+        }
+        None => {
+            let account = load_account(state, &claims.account_id).await?;
+            if account.status != AccountStatus::Active {
+                return Err(ApiError::unauthorized("This account is disabled"));
+            }
+            Ok(Principal {
+                scope: granted,
+                account_id: Some(claims.account_id.clone()),
+                user_id: None,
+                key: None,
+                user: None,
+                token: None,
+                oauth: Some(Arc::new(OAuthAccess {
+                    claims,
+                    account: Some(account),
+                })),
+            })
+        }
+    }
+}
+
+/// An account, through the account cache.
+async fn load_account(state: &AppState, id: &AccountId) -> Result<Arc<Account>, ApiError> {
+    if let Some(a) = state.caches.account(id) {
+        return Ok(a);
+    }
+    let epoch = state.caches.epoch();
+    let account = match state.store.get_account(id).await {
+        Ok(a) => Arc::new(a),
+        Err(StoreError::NotFound) => return Err(ApiError::unauthorized(INVALID_TOKEN)),
+        Err(err) => return Err(err.into()),
+    };
+    state
+        .caches
+        .insert_account(id.clone(), account.clone(), epoch);
+    Ok(account)
 }
 
 /// The user with their account, through the user cache.
