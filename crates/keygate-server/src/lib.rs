@@ -7,6 +7,7 @@ pub mod cache;
 pub mod crossbar;
 pub mod gateway;
 pub mod http;
+pub mod oauth;
 pub mod ops;
 pub mod ratelimit;
 pub mod revocation;
@@ -66,6 +67,7 @@ fn all_routes() -> OpenApiRouter<AppState> {
         .merge(api::routes())
         .merge(crossbar::routes())
         .merge(webhooks::routes())
+        .merge(oauth::routes())
 }
 
 /// The OpenAPI document of every route, built from the handlers' annotations.

@@ -48,6 +48,17 @@ pub struct Common {
     /// RS256 (default) or EdDSA, for signing keys made from now on.
     #[arg(long, env = "KEYGATE_TOKEN_ALGORITHM")]
     pub token_algorithm: Option<String>,
+    /// The OAuth issuer: this server's public URL as third parties reach it, e.g.
+    /// https://auth.example.com (the `iss` of OAuth access tokens and the base of the URLs in
+    /// /.well-known/oauth-authorization-server) [default: the token issuer].
+    #[arg(long, env = "KEYGATE_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+    /// How long an OAuth authorization code may wait to be exchanged, in seconds [default: 60].
+    #[arg(long, env = "KEYGATE_OAUTH_CODE_TTL")]
+    pub oauth_code_ttl: Option<u64>,
+    /// How long an OAuth refresh token lasts, in seconds [default: 2592000, 30 days].
+    #[arg(long, env = "KEYGATE_OAUTH_REFRESH_TTL")]
+    pub oauth_refresh_ttl: Option<u64>,
     /// Deliver webhooks to private, loopback and link-local addresses too (development only)
     /// [or [webhooks] allow_private].
     #[arg(long, env = "KEYGATE_WEBHOOKS_ALLOW_PRIVATE")]
@@ -71,6 +82,9 @@ struct FileConfig {
     token_ttl: Option<u64>,
     token_algorithm: Option<String>,
     token_issuer: Option<String>,
+    oauth_issuer: Option<String>,
+    oauth_code_ttl: Option<u64>,
+    oauth_refresh_ttl: Option<u64>,
     /// `[plans.NAME] rate_limit = "100/minute"`, `monthly_credits = 1000`: added to, or
     /// replacing, the default plans.
     #[serde(default)]
@@ -308,6 +322,27 @@ impl Common {
         }
         if let Some(iss) = file.token_issuer {
             server.token_issuer = iss;
+        }
+        if let Some(iss) = self.oauth_issuer.or(file.oauth_issuer) {
+            anyhow::ensure!(
+                iss.starts_with("https://") || iss.starts_with("http://"),
+                "oauth_issuer: expected an https:// URL, got {iss:?}"
+            );
+            server.oauth_issuer = Some(iss.trim_end_matches('/').to_owned());
+        }
+        if let Some(ttl) = self.oauth_code_ttl.or(file.oauth_code_ttl) {
+            anyhow::ensure!(
+                (1..=600).contains(&ttl),
+                "oauth_code_ttl: expected 1 to 600 seconds, got {ttl}"
+            );
+            server.oauth_code_ttl = Duration::from_secs(ttl);
+        }
+        if let Some(ttl) = self.oauth_refresh_ttl.or(file.oauth_refresh_ttl) {
+            anyhow::ensure!(
+                (60..=365 * 86_400).contains(&ttl),
+                "oauth_refresh_ttl: expected 60 to 31536000 seconds, got {ttl}"
+            );
+            server.oauth_refresh_ttl = Duration::from_secs(ttl);
         }
         for (name, plan) in file.plans {
             let plan_name_ok = (1..=32).contains(&name.len())

@@ -355,10 +355,7 @@ pub async fn authenticate_token(state: &AppState, raw: &str) -> Result<Principal
 /// Hot path for OAuth access tokens: signature and deny-list (no I/O), then the user or the
 /// account through the caches. A user's token can never do more than the user: its scope is
 /// what was granted, narrowed by the user's current role.
-pub async fn authenticate_access_token(
-    state: &AppState,
-    raw: &str,
-) -> Result<Principal, ApiError> {
+pub async fn authenticate_access_token(state: &AppState, raw: &str) -> Result<Principal, ApiError> {
     let claims = state
         .tokens
         .verify_access(raw)

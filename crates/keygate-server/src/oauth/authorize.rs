@@ -1,0 +1,542 @@
+//! The authorization step (RFC 6749 §4.1.1–4.1.2): a user, logged in to the dashboard, sees
+//! which client asks for which scopes and approves or denies; the browser goes back to the
+//! client with a `code` (or an `error`) and the client's `state`.
+//!
+//! The logic is in service functions the dashboard's pages call:
+//! [`validate_request`] checks an authorization request, [`grant`] records the user's consent
+//! and issues a code, [`deny`] builds the `access_denied` redirect. The order of checks is
+//! what keeps this from being an open redirector: `client_id` and `redirect_uri` are checked
+//! first, and while either is in doubt the error is shown to the user, never redirected
+//! (§4.1.2.1); only then do other errors go back to the client.
+//!
+//! `GET /oauth/authorize` and `POST /oauth/authorize` are minimal server-rendered pages on top
+//! of those functions. The user comes from [`session`], the hook the dashboard fills in with
+//! its cookie session; until then nobody is logged in and valid requests are sent to `/login`.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keygate_core::oauth::{generate_secret, is_s256_challenge, secret_hash, ScopeSet, SecretKind};
+use keygate_store::{AuthorizationCode, OAuthClient, OAuthConsent, StoreError, User};
+
+use super::FormParams;
+use crate::http::auth::user_scope;
+use crate::service::now;
+use crate::state::AppState;
+
+/// The parameters of an authorization request, as sent.
+#[derive(Clone, Debug, Default)]
+pub struct AuthorizeParams {
+    pub response_type: Option<String>,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+}
+
+impl AuthorizeParams {
+    /// From a query string or a form body (the consent form repeats the request).
+    pub fn from_form(params: &FormParams) -> Self {
+        let get = |k: &str| params.get(k).map(str::to_owned);
+        AuthorizeParams {
+            response_type: get("response_type"),
+            client_id: get("client_id"),
+            redirect_uri: get("redirect_uri"),
+            scope: get("scope"),
+            state: get("state"),
+            code_challenge: get("code_challenge"),
+            code_challenge_method: get("code_challenge_method"),
+        }
+    }
+
+    /// The request as form fields, for the consent form and the `/login?next=` URL.
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("response_type", &self.response_type),
+            ("client_id", &self.client_id),
+            ("redirect_uri", &self.redirect_uri),
+            ("scope", &self.scope),
+            ("state", &self.state),
+            ("code_challenge", &self.code_challenge),
+            ("code_challenge_method", &self.code_challenge_method),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// A checked authorization request, ready for the consent page.
+#[derive(Clone, Debug)]
+pub struct AuthorizeRequest {
+    pub client: OAuthClient,
+    /// One of the client's registered URIs, exactly as sent.
+    pub redirect_uri: String,
+    /// What the client asks for (all of the client's scope when it named none).
+    pub scope: ScopeSet,
+    pub state: Option<String>,
+    /// The PKCE S256 challenge (required of public clients).
+    pub code_challenge: Option<String>,
+    pub params: AuthorizeParams,
+}
+
+/// Why an authorization request cannot go on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuthorizeError {
+    /// `client_id` or `redirect_uri` is missing, unknown or not registered: show this message
+    /// to the user and never redirect, since the redirect target cannot be trusted.
+    Invalid(String),
+    /// Send the browser back to the client with this error (§4.1.2.1).
+    Redirect {
+        redirect_uri: String,
+        error: &'static str,
+        description: String,
+        state: Option<String>,
+    },
+}
+
+impl AuthorizeError {
+    /// Where to send the browser: `None` for [`AuthorizeError::Invalid`].
+    pub fn redirect_url(&self) -> Option<String> {
+        match self {
+            AuthorizeError::Invalid(_) => None,
+            AuthorizeError::Redirect {
+                redirect_uri,
+                error,
+                description,
+                state,
+            } => {
+                let mut pairs = vec![
+                    ("error", *error),
+                    ("error_description", description.as_str()),
+                ];
+                if let Some(s) = state {
+                    pairs.push(("state", s.as_str()));
+                }
+                Some(with_query(redirect_uri, &pairs))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for AuthorizeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthorizeError::Invalid(m) => f.write_str(m),
+            AuthorizeError::Redirect {
+                error, description, ..
+            } => {
+                write!(f, "{error}: {description}")
+            }
+        }
+    }
+}
+
+/// `uri` with `pairs` added to its query (RFC 6749 §3.1.2: keep the query it has).
+fn with_query(uri: &str, pairs: &[(&str, &str)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        query.append_pair(k, v);
+    }
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{sep}{}", query.finish())
+}
+
+/// Checks an authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3), in the order that keeps
+/// errors from redirecting anywhere the client did not register.
+pub async fn validate_request(
+    state: &AppState,
+    params: &AuthorizeParams,
+) -> Result<AuthorizeRequest, AuthorizeError> {
+    let client_id = params.client_id.as_deref().ok_or_else(|| {
+        AuthorizeError::Invalid("The request names no client (client_id).".into())
+    })?;
+    let client = super::find_client(state, client_id)
+        .await
+        .map_err(|_| {
+            AuthorizeError::Invalid("The request could not be checked; try again.".into())
+        })?
+        .ok_or_else(|| AuthorizeError::Invalid("The application is unknown (client_id).".into()))?;
+    // RFC 9700 §2.1 and OAuth 2.1: the redirect URI is always sent and matched exactly.
+    let redirect_uri = params
+        .redirect_uri
+        .clone()
+        .ok_or_else(|| AuthorizeError::Invalid("The request has no redirect_uri.".into()))?;
+    if !client.redirect_uris.iter().any(|u| u == &redirect_uri) {
+        return Err(AuthorizeError::Invalid(
+            "The redirect_uri is not one the application registered.".into(),
+        ));
+    }
+    let redirect = |error: &'static str, description: &str| AuthorizeError::Redirect {
+        redirect_uri: redirect_uri.clone(),
+        error,
+        description: description.to_owned(),
+        state: params.state.clone(),
+    };
+    match params.response_type.as_deref() {
+        Some("code") => {}
+        None => return Err(redirect("invalid_request", "response_type is required")),
+        Some(_) => {
+            return Err(redirect(
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            ))
+        }
+    }
+    let allowed = ScopeSet::parse(&client.scope).unwrap_or_default();
+    let scope = match params.scope.as_deref() {
+        None => allowed.clone(),
+        Some(raw) => {
+            let asked =
+                ScopeSet::parse(raw).map_err(|e| redirect("invalid_scope", &e.to_string()))?;
+            if asked.is_empty() || !asked.is_subset(&allowed) {
+                return Err(redirect(
+                    "invalid_scope",
+                    &format!("this application may ask for: {allowed}"),
+                ));
+            }
+            asked
+        }
+    };
+    if scope.is_empty() {
+        return Err(redirect("invalid_scope", "no scope to grant"));
+    }
+    let code_challenge = match (
+        params.code_challenge.as_deref(),
+        params.code_challenge_method.as_deref(),
+    ) {
+        (Some(challenge), Some("S256")) if is_s256_challenge(challenge) => {
+            Some(challenge.to_owned())
+        }
+        (Some(_), Some("S256")) => {
+            return Err(redirect("invalid_request", "malformed code_challenge"))
+        }
+        (Some(_), None) | (Some(_), Some("plain")) => {
+            return Err(redirect(
+                "invalid_request",
+                "code_challenge_method must be S256 (plain is not supported)",
+            ))
+        }
+        (Some(_), Some(_)) => {
+            return Err(redirect(
+                "invalid_request",
+                "unsupported code_challenge_method",
+            ))
+        }
+        (None, Some(_)) => return Err(redirect("invalid_request", "code_challenge is missing")),
+        (None, None) if !client.confidential => {
+            return Err(redirect(
+                "invalid_request",
+                "public clients must use PKCE (code_challenge with S256)",
+            ))
+        }
+        (None, None) => None,
+    };
+    Ok(AuthorizeRequest {
+        client,
+        redirect_uri,
+        scope,
+        state: params.state.clone(),
+        code_challenge,
+        params: params.clone(),
+    })
+}
+
+/// The scopes `user` can actually grant of what `request` asks: never more than their role.
+pub fn grantable_scope(user: &User, request: &AuthorizeRequest) -> ScopeSet {
+    let most = user_scope(user.role);
+    ScopeSet::from_scopes(request.scope.iter().filter(|s| most.allows(*s)))
+}
+
+/// Whether `user` already consented to everything `request` asks (the dashboard may then skip
+/// the consent page).
+pub async fn has_consent(state: &AppState, user: &User, request: &AuthorizeRequest) -> bool {
+    match state
+        .store
+        .get_oauth_consent(&user.id, &request.client.id)
+        .await
+    {
+        Ok(c) => ScopeSet::parse(&c.scope)
+            .is_ok_and(|given| grantable_scope(user, request).is_subset(&given)),
+        Err(_) => false,
+    }
+}
+
+/// The user approved: records their consent and issues a single-use code (lifetime
+/// `oauth_code_ttl`) bound to the client, the redirect URI, the PKCE challenge, the user and
+/// the scopes. Returns the URL to send the browser to, with `code` and `state`.
+pub async fn grant(
+    state: &AppState,
+    user: &User,
+    request: &AuthorizeRequest,
+) -> Result<String, AuthorizeError> {
+    let failed = |error: &'static str, description: &str| AuthorizeError::Redirect {
+        redirect_uri: request.redirect_uri.clone(),
+        error,
+        description: description.to_owned(),
+        state: request.state.clone(),
+    };
+    let scope = grantable_scope(user, request);
+    if scope.is_empty() {
+        return Err(failed(
+            "access_denied",
+            "the user's role does not allow the scopes asked for",
+        ));
+    }
+    let at = now();
+    let consent = OAuthConsent {
+        account_id: user.account_id.clone(),
+        user_id: user.id.clone(),
+        client_id: request.client.id.clone(),
+        scope: scope.to_string(),
+        created_at: at,
+        updated_at: at,
+    };
+    let code = generate_secret(SecretKind::AuthorizationCode);
+    let record = AuthorizationCode {
+        code_hash: secret_hash(&code),
+        client_id: request.client.id.clone(),
+        account_id: user.account_id.clone(),
+        user_id: user.id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        scope: scope.to_string(),
+        code_challenge: request.code_challenge.clone(),
+        created_at: at,
+        expires_at: at + state.config.oauth_code_ttl,
+        used_at: None,
+        grant_id: None,
+    };
+    let stored = async {
+        state.store.upsert_oauth_consent(&consent).await?;
+        state.store.create_authorization_code(&record).await
+    };
+    if let Err(err) = stored.await {
+        tracing::error!(error = %err, "storing an OAuth consent or code failed");
+        return Err(failed(
+            "server_error",
+            "the authorization could not be recorded",
+        ));
+    }
+    tracing::info!(client_id = %request.client.id, user_id = %user.id, "OAuth code issued");
+    let mut pairs = vec![("code", code.as_str())];
+    if let Some(s) = &request.state {
+        pairs.push(("state", s.as_str()));
+    }
+    Ok(with_query(&request.redirect_uri, &pairs))
+}
+
+/// The user said no: the URL that tells the client (`access_denied`).
+pub fn deny(request: &AuthorizeRequest) -> String {
+    AuthorizeError::Redirect {
+        redirect_uri: request.redirect_uri.clone(),
+        error: "access_denied",
+        description: "the user denied the request".into(),
+        state: request.state.clone(),
+    }
+    .redirect_url()
+    .unwrap_or_default()
+}
+
+/// The dashboard session behind a request: the logged-in user and the session's CSRF token,
+/// which the consent form carries back.
+pub struct Session {
+    pub user: User,
+    pub csrf_token: String,
+}
+
+/// HOOK for the dashboard: the user logged in to the dashboard in this browser, if any, with
+/// the session's CSRF token. The dashboard's merge fills this in from its session cookie; on
+/// this branch there are no sessions yet, so nobody is logged in and `GET /oauth/authorize`
+/// sends valid requests to `/login?next=…`.
+pub async fn session(_state: &AppState, _headers: &HeaderMap) -> Option<Session> {
+    None
+}
+
+/// Where the dashboard's login page is; it comes back to `next` after logging in.
+fn login_url(params: &AuthorizeParams) -> String {
+    let next = with_query("/oauth/authorize", &params.pairs());
+    with_query("/login", &[("next", next.as_str())])
+}
+
+#[utoipa::path(get, path = "/oauth/authorize", tag = "oauth",
+    responses((status = 200, description = "the consent page"), (status = 303, description = "to /login, or back to the client with an error"),
+        (status = 400, description = "bad client_id or redirect_uri (no redirect)")))]
+pub async fn authorize_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let params = match FormParams::from_query(query.as_deref()) {
+        Ok(p) => AuthorizeParams::from_form(&p),
+        Err(e) => return error_page(&e.description),
+    };
+    let request = match validate_request(&state, &params).await {
+        Ok(r) => r,
+        Err(err) => return answer_error(err),
+    };
+    let Some(session) = session(&state, &headers).await else {
+        return see_other(&login_url(&params));
+    };
+    html(StatusCode::OK, &consent_page(&request, &session))
+}
+
+#[utoipa::path(post, path = "/oauth/authorize", tag = "oauth",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "the request's parameters, csrf_token and decision=approve|deny"),
+    responses((status = 303, description = "back to the client with a code or an error, or to /login"), (status = 400), (status = 403)))]
+pub async fn authorize_decision(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match FormParams::parse(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return error_page(&e.description),
+    };
+    let params = AuthorizeParams::from_form(&form);
+    let request = match validate_request(&state, &params).await {
+        Ok(r) => r,
+        Err(err) => return answer_error(err),
+    };
+    let Some(session) = session(&state, &headers).await else {
+        return see_other(&login_url(&params));
+    };
+    let csrf_ok = form.get("csrf_token").is_some_and(|t| {
+        subtle::ConstantTimeEq::ct_eq(t.as_bytes(), session.csrf_token.as_bytes()).into()
+    });
+    if !csrf_ok {
+        return html(
+            StatusCode::FORBIDDEN,
+            &page(
+                "Request expired",
+                "<p>This form has expired. Go back and try again.</p>",
+            ),
+        );
+    }
+    match form.get("decision") {
+        Some("approve") => match grant(&state, &session.user, &request).await {
+            Ok(url) => see_other(&url),
+            Err(err) => answer_error(err),
+        },
+        _ => see_other(&deny(&request)),
+    }
+}
+
+fn answer_error(err: AuthorizeError) -> Response {
+    match err.redirect_url() {
+        Some(url) => see_other(&url),
+        None => error_page(&err.to_string()),
+    }
+}
+
+fn see_other(url: &str) -> Response {
+    match HeaderValue::from_str(url) {
+        Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
+        Err(_) => error_page("The redirect address is not valid."),
+    }
+}
+
+fn error_page(message: &str) -> Response {
+    html(
+        StatusCode::BAD_REQUEST,
+        &page(
+            "Authorization failed",
+            &format!("<p>{}</p>", escape(message)),
+        ),
+    )
+}
+
+/// A page that loads nothing and runs nothing, and that no other site may frame (a framed
+/// consent page could be clicked through by an invisible overlay).
+fn html(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body.to_owned(),
+    )
+        .into_response()
+}
+
+fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · Keygate</title></head><body><main>\n<h1>{}</h1>\n{body}\n</main></body></html>\n",
+        escape(title),
+        escape(title)
+    )
+}
+
+/// The consent page: who asks, for what, as whom; approve or deny. The form repeats the request
+/// so the decision is checked against it again.
+fn consent_page(request: &AuthorizeRequest, session: &Session) -> String {
+    let scopes: String = grantable_scope(&session.user, request)
+        .iter()
+        .map(|s| format!("<li>{}</li>", escape(scope_meaning(s))))
+        .collect();
+    let hidden: String = request
+        .params
+        .pairs()
+        .into_iter()
+        .chain([("csrf_token", session.csrf_token.as_str())])
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                escape(v)
+            )
+        })
+        .collect();
+    let body = format!(
+        "<p><strong>{client}</strong> wants to access your account as <strong>{user}</strong>.</p>\n\
+         <p>It will be able to:</p>\n<ul>{scopes}</ul>\n\
+         <p>You will be sent back to {target}.</p>\n\
+         <form method=\"post\" action=\"/oauth/authorize\">{hidden}\
+         <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button> \
+         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+        client = escape(&request.client.name),
+        user = escape(&session.user.email),
+        target = escape(&request.redirect_uri),
+    );
+    page("Authorize access", &body)
+}
+
+fn scope_meaning(scope: keygate_core::Scope) -> &'static str {
+    match scope {
+        keygate_core::Scope::Read => "read: see your account's data",
+        keygate_core::Scope::Write => "write: create, change and delete data",
+        keygate_core::Scope::Admin => "admin: manage settings, users and keys",
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl From<StoreError> for AuthorizeError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(error = %err, "OAuth authorization failed");
+        AuthorizeError::Invalid("The request could not be checked; try again.".into())
+    }
+}
