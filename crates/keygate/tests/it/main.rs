@@ -12,6 +12,7 @@ mod errors;
 mod gateway;
 mod keys;
 mod limits;
+mod oauth;
 mod secrets;
 mod tokens;
 mod usage;
