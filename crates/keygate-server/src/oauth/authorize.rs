@@ -540,3 +540,106 @@ impl From<StoreError> for AuthorizeError {
         AuthorizeError::Invalid("The request could not be checked; try again.".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keygate_core::{AccountId, ClientId, UserId};
+    use keygate_store::{PasswordVerifiers, Role};
+
+    fn request(scope: &str) -> AuthorizeRequest {
+        let t = now();
+        let params = AuthorizeParams {
+            response_type: Some("code".into()),
+            client_id: Some("kgc_1".into()),
+            redirect_uri: Some("https://app.example.com/cb?tenant=1".into()),
+            state: Some("\"><script>".into()),
+            ..Default::default()
+        };
+        AuthorizeRequest {
+            client: OAuthClient {
+                id: ClientId::generate(),
+                account_id: AccountId::generate(),
+                name: "<b>Evil</b> & Co".into(),
+                redirect_uris: vec!["https://app.example.com/cb?tenant=1".into()],
+                scope: "read write admin".into(),
+                confidential: true,
+                secret_hash: None,
+                created_by: None,
+                created_at: t,
+                updated_at: t,
+            },
+            redirect_uri: "https://app.example.com/cb?tenant=1".into(),
+            scope: ScopeSet::parse(scope).expect("scope"),
+            state: params.state.clone(),
+            code_challenge: None,
+            params,
+        }
+    }
+
+    fn user(role: Role) -> User {
+        let t = now();
+        User {
+            id: UserId::generate(),
+            account_id: AccountId::generate(),
+            email: "jane@example.com".into(),
+            username: "jane".into(),
+            first_name: "Jane".into(),
+            last_name: "Doe".into(),
+            role,
+            verifiers: PasswordVerifiers {
+                password: None,
+                md5: None,
+                sha1: None,
+            },
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[test]
+    fn errors_keep_the_redirect_uris_own_query_and_carry_the_state() {
+        let r = request("read");
+        let url = deny(&r);
+        assert_eq!(
+            url,
+            "https://app.example.com/cb?tenant=1&error=access_denied\
+             &error_description=the+user+denied+the+request&state=%22%3E%3Cscript%3E"
+        );
+        assert_eq!(
+            AuthorizeError::Invalid("bad client".into()).redirect_url(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_member_can_grant_no_more_than_write() {
+        let r = request("read write admin");
+        assert_eq!(
+            grantable_scope(&user(Role::Member), &r).to_string(),
+            "read write"
+        );
+        assert_eq!(
+            grantable_scope(&user(Role::Owner), &r).to_string(),
+            "read write admin"
+        );
+    }
+
+    #[test]
+    fn the_consent_page_escapes_what_clients_choose_and_carries_the_csrf_token() {
+        let session = Session {
+            user: user(Role::Member),
+            csrf_token: "csrf-123".into(),
+        };
+        let html = consent_page(&request("read admin"), &session);
+        assert!(html.contains("&lt;b&gt;Evil&lt;/b&gt; &amp; Co"));
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("name=\"csrf_token\" value=\"csrf-123\""));
+        assert!(html.contains("read: see"));
+        assert!(
+            !html.contains("admin: manage"),
+            "a member is not shown scopes they cannot grant"
+        );
+        assert!(!html.contains("<style") && !html.contains("style="));
+    }
+}

@@ -549,3 +549,22 @@ async fn a_configured_issuer_is_in_the_metadata_and_the_tokens() {
     assert_eq!(m["issuer"], "https://auth.example.com");
     assert_eq!(m["token_endpoint"], "https://auth.example.com/oauth/token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_code_is_refused() {
+    let srv = TestServer::start_with(crate::harness::Backend::Sqlite, |c| {
+        c.oauth_code_ttl = std::time::Duration::ZERO;
+    })
+    .await
+    .expect("sqlite always runs");
+    let acct = srv.account("Slow Client").await;
+    let c = confidential(&srv, &acct, "read").await;
+    let code = approve(&srv, &acct, params(&c, &[])).await;
+    let r = exchange(&srv, &c, &code, VERIFIER).await;
+    assert_eq!((r.status, oauth_error(&r)), (400, "invalid_grant"));
+    assert!(
+        str_of(&r.body, "error_description").contains("expired"),
+        "{}",
+        r.body
+    );
+}
