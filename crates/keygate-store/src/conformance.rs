@@ -9,6 +9,8 @@
 //! the whole feed, so its check works with timestamps in 2001 that nothing else uses. Timestamps
 //! are built from whole milliseconds because that is what the backends keep.
 
+mod dashboard;
+
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
@@ -77,6 +79,14 @@ pub async fn run_all(store: &dyn Store) {
 
     the_revocation_feed_hands_out_entries_in_id_order_after_a_cursor(store).await;
     only_unexpired_token_revocations_are_in_force(store).await;
+    dashboard::a_sign_up_stores_the_account_and_its_owner_without_a_key(store).await;
+    dashboard::users_are_found_by_email_in_any_case_across_accounts(store).await;
+    dashboard::a_verified_address_is_recorded_and_cleared_when_it_changes(store).await;
+    dashboard::sessions_are_found_until_they_expire_and_end_on_logout(store).await;
+    dashboard::ending_a_users_sessions_leaves_other_users_signed_in(store).await;
+    dashboard::a_mailed_link_is_used_once_and_never_after_expiry(store).await;
+    dashboard::pruning_drops_expired_sessions_and_links_only(store).await;
+
     // Last: it deletes across the whole feed (though only entries from 2001).
     pruning_drops_expired_entries_and_old_ones_without_expiry(store).await;
 }
@@ -2210,6 +2220,7 @@ fn new_user(account: &AccountId, username: &str) -> User {
             md5: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$bWQ1".into()),
             sha1: None,
         },
+        email_verified_at: None,
         created_at: t,
         updated_at: t,
     }

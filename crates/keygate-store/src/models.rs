@@ -98,6 +98,9 @@ pub struct User {
     pub last_name: String,
     pub role: Role,
     pub verifiers: PasswordVerifiers,
+    /// When the user last proved they read mail at `email` (a dashboard link); a new address
+    /// clears it.
+    pub email_verified_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }

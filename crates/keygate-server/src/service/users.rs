@@ -87,6 +87,7 @@ pub async fn build_user(
         last_name: validate_name("last_name", &new.last_name)?,
         role: new.role,
         verifiers,
+        email_verified_at: None,
         created_at: at,
         updated_at: at,
     })
