@@ -5,8 +5,10 @@
 pub mod api;
 pub mod cache;
 pub mod crossbar;
+pub mod dashboard;
 pub mod gateway;
 pub mod http;
+pub mod mailer;
 pub mod ops;
 pub mod ratelimit;
 pub mod revocation;
@@ -74,6 +76,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (router, _) = all_routes().split_for_parts();
     router
+        .merge(dashboard::routes(&state))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES))

@@ -77,6 +77,10 @@ pub struct Config {
     pub auth_failure_limit: keygate_core::gcra::Quota,
     /// Credits a call costs, by `"METHOD /path/prefix"` (the longest matching prefix wins).
     pub route_costs: Vec<(String, String, u64)>,
+    /// The developer dashboard: sign-up mode, links, cookies, sessions, login throttling.
+    pub dashboard: crate::dashboard::DashboardConfig,
+    /// Where the dashboard's mail goes: SMTP, or files under `data_dir/mail`.
+    pub mail: crate::mailer::MailConfig,
 }
 
 impl Config {
@@ -100,6 +104,8 @@ impl Config {
             auth_failure_limit: keygate_core::gcra::Quota::parse("60/minute")
                 .unwrap_or_else(|_| unreachable!()),
             route_costs: Vec::new(),
+            dashboard: crate::dashboard::DashboardConfig::default(),
+            mail: crate::mailer::MailConfig::default(),
         }
     }
 
@@ -133,6 +139,8 @@ pub struct Inner {
     pub limiter: Arc<dyn keygate_cluster::RateLimiter>,
     /// (account, month) pairs whose monthly credit top-up this node has applied or seen.
     pub refilled: moka::sync::Cache<(keygate_core::AccountId, String), ()>,
+    /// Sends the dashboard's mail (verification, password reset, invitations).
+    pub mailer: Arc<dyn crate::mailer::Mailer>,
 }
 
 impl Deref for AppState {
@@ -189,8 +197,10 @@ impl AppState {
             ),
             None => Arc::new(keygate_cluster::LocalLimiter::new()),
         };
+        let mailer = crate::mailer::from_config(&config.mail, &config.data_dir)?;
         let state = AppState(Arc::new(Inner {
             store,
+            mailer,
             caches,
             usage: UsageRecorder::default(),
             tokens,

@@ -48,6 +48,35 @@ pub struct Common {
     /// RS256 (default) or EdDSA, for signing keys made from now on.
     #[arg(long, env = "KEYGATE_TOKEN_ALGORITHM")]
     pub token_algorithm: Option<String>,
+    /// Who may sign up in the dashboard: open, or invite (invited users only) [default: open].
+    #[arg(long, env = "KEYGATE_SIGNUP")]
+    pub signup: Option<String>,
+    /// The dashboard's address as users reach it, for links in mail, e.g. https://my.example.com
+    /// [default: http://<listen address>].
+    #[arg(long, env = "KEYGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Mark the dashboard's cookies Secure (set it when users reach Keygate over HTTPS).
+    #[arg(long, env = "KEYGATE_COOKIE_SECURE")]
+    pub cookie_secure: Option<bool>,
+    /// The product name the dashboard and its mail show [default: Keygate].
+    #[arg(long, env = "KEYGATE_BRAND_NAME")]
+    pub brand_name: Option<String>,
+    /// The SMTP server for the dashboard's mail; without it, mail is written to data_dir/mail.
+    #[arg(long, env = "KEYGATE_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// [default: 587 with starttls, 465 with tls, 25 with none].
+    #[arg(long, env = "KEYGATE_SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+    #[arg(long, env = "KEYGATE_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    #[arg(long, env = "KEYGATE_SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<String>,
+    /// starttls, tls or none [default: starttls].
+    #[arg(long, env = "KEYGATE_SMTP_TLS")]
+    pub smtp_tls: Option<String>,
+    /// The From of the dashboard's mail, e.g. "Acme <no-reply@acme.example>".
+    #[arg(long, env = "KEYGATE_MAIL_FROM")]
+    pub mail_from: Option<String>,
 }
 
 /// The file's shape. Unknown keys are errors: a typo should not silently do nothing.
@@ -79,6 +108,22 @@ struct FileConfig {
     gateway: Option<GatewayFile>,
     key_cache_capacity: Option<u64>,
     key_cache_ttl_seconds: Option<u64>,
+    /// The dashboard: `open` or `invite`.
+    signup: Option<String>,
+    public_url: Option<String>,
+    cookie_secure: Option<bool>,
+    brand_name: Option<String>,
+    /// How long a dashboard login lasts.
+    session_ttl_seconds: Option<u64>,
+    /// Dashboard login attempts per email address and client address, e.g. "5/minute".
+    login_limit: Option<String>,
+    smtp_host: Option<String>,
+    smtp_port: Option<u16>,
+    smtp_username: Option<String>,
+    /// Prefer the KEYGATE_SMTP_PASSWORD environment variable.
+    smtp_password: Option<String>,
+    smtp_tls: Option<String>,
+    mail_from: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -344,6 +389,55 @@ impl Common {
             server
                 .route_costs
                 .push((method.to_owned(), prefix.to_owned(), cost));
+        }
+        if let Some(mode) = self.signup.or(file.signup) {
+            server.dashboard.signup = keygate_server::dashboard::SignupMode::parse(&mode)
+                .ok_or_else(|| anyhow::anyhow!("signup: expected open or invite, got {mode:?}"))?;
+        }
+        if let Some(url) = self.public_url.or(file.public_url).filter(|u| !u.is_empty()) {
+            anyhow::ensure!(
+                (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.parse::<axum_http::Uri>().is_ok(),
+                "public_url: expected http(s)://host[:port][/path], got {url:?}"
+            );
+            server.dashboard.public_url = Some(url);
+        }
+        if let Some(on) = self.cookie_secure.or(file.cookie_secure) {
+            server.dashboard.cookie_secure = on;
+        }
+        if let Some(name) = self.brand_name.or(file.brand_name).filter(|n| !n.trim().is_empty()) {
+            server.dashboard.brand = name.trim().to_owned();
+        }
+        if let Some(secs) = file.session_ttl_seconds {
+            anyhow::ensure!(
+                (60..=90 * 86_400).contains(&secs),
+                "{}: expected 60 to 7776000",
+                from_file("session_ttl_seconds")
+            );
+            server.dashboard.session_ttl = Duration::from_secs(secs);
+        }
+        if let Some(q) = file.login_limit {
+            server.dashboard.login_limit = q
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{}: {e}; got {q:?}", from_file("login_limit")))?;
+        }
+        if let Some(from) = self.mail_from.or(file.mail_from).filter(|f| !f.is_empty()) {
+            server.mail.from = from;
+        }
+        if let Some(host) = self.smtp_host.or(file.smtp_host).filter(|h| !h.is_empty()) {
+            let tls = match self.smtp_tls.or(file.smtp_tls) {
+                Some(t) => keygate_server::mailer::SmtpTls::parse(&t).ok_or_else(|| {
+                    anyhow::anyhow!("smtp_tls: expected starttls, tls or none, got {t:?}")
+                })?,
+                None => keygate_server::mailer::SmtpTls::Starttls,
+            };
+            server.mail.smtp = Some(keygate_server::mailer::SmtpConfig {
+                host,
+                port: self.smtp_port.or(file.smtp_port),
+                username: self.smtp_username.or(file.smtp_username),
+                password: self.smtp_password.or(file.smtp_password),
+                tls,
+            });
         }
         if let Some(url) = &server.database_url {
             anyhow::ensure!(

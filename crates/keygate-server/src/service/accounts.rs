@@ -52,6 +52,34 @@ pub fn validate_plan(state: &AppState, plan: &str) -> Result<String, ApiError> {
 }
 
 pub async fn create_account(state: &AppState, new: NewAccount) -> Result<CreatedAccount, ApiError> {
+    let (account, owner) = build_account(state, new).await?;
+    let spec = KeySpec {
+        name: "Default key".into(),
+        description: "Created with the account".into(),
+        scope: Scope::Admin,
+        environment: Environment::Live,
+        expires_at: None,
+        metadata: serde_json::json!({}),
+        rate_limit: None,
+        permissions: Vec::new(),
+    };
+    let (key, plaintext) = build_key(state, Some(&account.id), Some(&owner.id), spec)?;
+    let account = Account {
+        api_key_id: Some(key.id.clone()),
+        ..account
+    };
+    state.store.create_account(&account, &owner, &key).await?;
+    tracing::info!(account_id = %account.id, "account created");
+    Ok(CreatedAccount {
+        account,
+        owner,
+        key,
+        plaintext,
+    })
+}
+
+/// A validated account and its owner (the password hashed), not yet stored.
+async fn build_account(state: &AppState, new: NewAccount) -> Result<(Account, User), ApiError> {
     let at = now();
     let account = Account {
         id: AccountId::generate(),
@@ -79,29 +107,19 @@ pub async fn create_account(state: &AppState, new: NewAccount) -> Result<Created
         },
     )
     .await?;
-    let spec = KeySpec {
-        name: "Default key".into(),
-        description: "Created with the account".into(),
-        scope: Scope::Admin,
-        environment: Environment::Live,
-        expires_at: None,
-        metadata: serde_json::json!({}),
-        rate_limit: None,
-        permissions: Vec::new(),
-    };
-    let (key, plaintext) = build_key(state, Some(&account.id), Some(&owner.id), spec)?;
-    let account = Account {
-        api_key_id: Some(key.id.clone()),
-        ..account
-    };
-    state.store.create_account(&account, &owner, &key).await?;
-    tracing::info!(account_id = %account.id, "account created");
-    Ok(CreatedAccount {
-        account,
-        owner,
-        key,
-        plaintext,
-    })
+    Ok((account, owner))
+}
+
+/// A dashboard sign-up: the account and its owner, without a key; the owner creates the keys
+/// they need, and sees each one once.
+pub async fn sign_up(state: &AppState, new: NewAccount) -> Result<(Account, User), ApiError> {
+    let (account, owner) = build_account(state, new).await?;
+    state
+        .store
+        .create_account_with_owner(&account, &owner)
+        .await?;
+    tracing::info!(account_id = %account.id, "account signed up");
+    Ok((account, owner))
 }
 
 /// Disabling or deleting an account changes what every one of its cached keys means.

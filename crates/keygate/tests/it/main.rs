@@ -8,6 +8,7 @@ mod accounts;
 mod cli;
 mod credits;
 mod crossbar;
+mod dashboard;
 mod errors;
 mod gateway;
 mod keys;
