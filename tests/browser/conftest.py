@@ -43,7 +43,7 @@ class Server:
         """The newest message the file mailer wrote to `address`."""
         mail_dir = self.data_dir / "mail"
         for path in sorted(mail_dir.glob("*.eml"), reverse=True):
-            text = path.read_text()
+            text = path.read_bytes().decode()
             if f"To: {address}\r\n" in text:
                 return text
         raise AssertionError(f"no mail to {address} in {mail_dir}")
@@ -126,18 +126,25 @@ def browser():
 
 @pytest.fixture
 def shoot(browser):
-    """Saves a screenshot of the whole page as artifacts/screenshots/<name>.png."""
+    """Saves a screenshot of the whole page as artifacts/screenshots/<name>.png: at a desktop
+    width, or with `phone=True` as a 390 px wide phone (touch, mobile viewport)."""
 
-    def take(name: str) -> Path:
-        width = browser.get_window_size()["width"]
+    def take(name: str, phone: bool = False) -> Path:
+        width = 390 if phone else 1280
+        metrics = {"width": width, "height": 844 if phone else 900, "deviceScaleFactor": 1, "mobile": phone}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         height = browser.execute_script(
             "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)"
         )
-        original = browser.get_window_size()
-        browser.set_window_size(width, max(int(height) + 20, 600))
+        metrics["height"] = max(int(height), metrics["height"])
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         path = SCREENSHOTS / f"{name}.png"
         browser.save_screenshot(str(path))
-        browser.set_window_size(original["width"], original["height"])
+        overflow = browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        assert overflow <= 0, f"{name}: the page is {overflow} px wider than a {width} px viewport"
         return path
 
     return take

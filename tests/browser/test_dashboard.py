@@ -21,8 +21,20 @@ def fill(browser, field_id: str, value: str) -> None:
     field.send_keys(value)
 
 
+def follow(browser, element) -> None:
+    """Clicks a link or a submit button and waits for the next page to load."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 15).until(EC.staleness_of(page))
+    WebDriverWait(browser, 15).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
 def submit(browser, label: str) -> None:
-    browser.find_element(By.XPATH, f"//button[normalize-space()='{label}']").click()
+    follow(browser, browser.find_element(By.XPATH, f"//button[normalize-space()='{label}']"))
+
+
+def sidebar(browser, label: str) -> None:
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "nav.nav").find_element(By.LINK_TEXT, label))
 
 
 def heading(browser) -> str:
@@ -58,7 +70,7 @@ def test_sign_up_verify_log_in_create_a_key_use_it_and_revoke_it(server, browser
     shoot("03-email-verified")
 
     # Log in.
-    browser.find_element(By.LINK_TEXT, "Log in").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Log in"))
     assert heading(browser) == "Log in"
     fill(browser, "email", EMAIL)
     fill(browser, "password", "not the password")
@@ -72,16 +84,16 @@ def test_sign_up_verify_log_in_create_a_key_use_it_and_revoke_it(server, browser
     shoot("05-keys-empty")
 
     # API Keys in the sidebar, Create New API Key, a descriptive name, Generate.
-    browser.find_element(By.CSS_SELECTOR, "nav.nav").find_element(By.LINK_TEXT, "API Keys").click()
-    browser.find_element(By.CSS_SELECTOR, ".page-head").find_element(
+    sidebar(browser, "API Keys")
+    follow(browser, browser.find_element(By.CSS_SELECTOR, ".page-head").find_element(
         By.PARTIAL_LINK_TEXT, "Create New API Key"
-    ).click()
+    ))
     assert heading(browser) == "Create New API Key"
     fill(browser, "name", "Development Key")
     fill(browser, "description", "My laptop")
     shoot("06-create-key")
     submit(browser, "Generate")
-    assert heading(browser) == "Your new API key"
+    assert heading(browser) == "Your new API key", browser.find_element(By.TAG_NAME, "main").text
     assert "It will not be shown again" in browser.page_source
     key = browser.find_element(By.ID, "new-key").get_attribute("value")
     assert key.startswith("ak_live_")
@@ -98,25 +110,25 @@ def test_sign_up_verify_log_in_create_a_key_use_it_and_revoke_it(server, browser
         assert answer.status_code == 200, answer.text
     assert answer.json()["email"] == EMAIL
 
-    browser.find_element(By.PARTIAL_LINK_TEXT, "back to API Keys").click()
+    follow(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "back to API Keys"))
     assert "Development Key" in browser.page_source
     assert key not in browser.page_source, "the list never shows the whole key"
     shoot("08-keys-list")
 
     # Usage (the counts are written every 2 seconds) and Account.
     time.sleep(3)
-    browser.find_element(By.CSS_SELECTOR, "nav.nav").find_element(By.LINK_TEXT, "Usage").click()
+    sidebar(browser, "Usage")
     assert heading(browser) == "Usage"
     assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect"), "the chart has bars"
     shoot("09-usage")
-    browser.find_element(By.CSS_SELECTOR, "nav.nav").find_element(By.LINK_TEXT, "Account").click()
+    sidebar(browser, "Account")
     assert heading(browser) == "Account"
     assert EMAIL in browser.page_source
     shoot("10-account")
 
     # Revoke it, after a confirmation.
-    browser.find_element(By.CSS_SELECTOR, "nav.nav").find_element(By.LINK_TEXT, "API Keys").click()
-    browser.find_element(By.PARTIAL_LINK_TEXT, "Revoke").click()
+    sidebar(browser, "API Keys")
+    follow(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "Revoke"))
     assert heading(browser) == "Revoke “Development Key”?"
     shoot("11-revoke-confirm")
     submit(browser, "Revoke key")
@@ -127,23 +139,17 @@ def test_sign_up_verify_log_in_create_a_key_use_it_and_revoke_it(server, browser
     assert answer.status_code == 401, answer.text
 
     # The same pages at a phone's width.
-    browser.set_window_size(390, 844)
-    browser.get(server.base_url + "/keys")
-    shoot("13-phone-keys")
-    browser.get(server.base_url + "/keys/new")
-    shoot("14-phone-create-key")
-    browser.get(server.base_url + "/usage")
-    shoot("15-phone-usage")
+    for path, name in [("/keys", "13-phone-keys"), ("/keys/new", "14-phone-create-key"), ("/usage", "15-phone-usage"), ("/account", "16-phone-account")]:
+        browser.get(server.base_url + path)
+        shoot(name, phone=True)
 
     # Log out.
-    browser.set_window_size(1280, 900)
     browser.get(server.base_url + "/keys")
     submit(browser, "Log out")
     assert heading(browser) == "Log in"
     assert "You are logged out" in browser.page_source
-    shoot("16-logged-out")
-    browser.set_window_size(390, 844)
-    shoot("17-phone-login")
+    shoot("17-logged-out")
+    shoot("18-phone-login", phone=True)
 
 
 def test_the_dashboard_works_without_javascript(server, browser, shoot):

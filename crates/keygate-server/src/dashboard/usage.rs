@@ -68,16 +68,18 @@ fn day_date(day: i32) -> time::Date {
     (OffsetDateTime::UNIX_EPOCH + time::Duration::days(day as i64)).date()
 }
 
-/// The round number the y axis ends at: 1, 2 or 5 times a power of ten.
-fn axis_max(max: u64) -> u64 {
-    let mut step = 1u64;
+/// The step between the axis's five lines: 1, 2 or 5 times a power of ten, so that four steps
+/// reach the highest bar.
+fn tick_step(max: u64) -> u64 {
+    let needed = max.div_ceil(4).max(1);
+    let mut power = 1u64;
     loop {
         for m in [1, 2, 5] {
-            if step.saturating_mul(m) >= max.max(1) {
-                return step * m;
+            if power.saturating_mul(m) >= needed {
+                return power * m;
             }
         }
-        step = step.saturating_mul(10);
+        power = power.saturating_mul(10);
     }
 }
 
@@ -95,7 +97,8 @@ fn chart(first_day: i32, values: &[Vec<u64>], series: &[Series]) -> String {
     let plot_w = w - left - right;
     let plot_h = h - top - bottom;
     let max = values.iter().map(|d| d.iter().sum::<u64>()).max().unwrap_or(0);
-    let top_value = axis_max(max);
+    let step = tick_step(max);
+    let top_value = step * 4;
     let n = values.len().max(1) as f64;
     let slot = plot_w / n;
     let bar = (slot * 0.7).max(1.0);
@@ -105,7 +108,7 @@ fn chart(first_day: i32, values: &[Vec<u64>], series: &[Series]) -> String {
         r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-labelledby="chart-title"><title id="chart-title">Requests per day and key</title>"#
     );
     for i in 0..=4 {
-        let v = top_value * i / 4;
+        let v = step * i;
         let y = top + plot_h - plot_h * (i as f64) / 4.0;
         let _ = write!(
             svg,
@@ -300,13 +303,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_axis_ends_at_a_round_number_above_the_highest_bar() {
-        assert_eq!(axis_max(0), 1);
-        assert_eq!(axis_max(1), 1);
-        assert_eq!(axis_max(3), 5);
-        assert_eq!(axis_max(7), 10);
-        assert_eq!(axis_max(101), 200);
-        assert_eq!(axis_max(4_999), 5_000);
+    fn the_axis_steps_are_round_numbers_whose_four_steps_reach_the_highest_bar() {
+        assert_eq!(tick_step(0), 1);
+        assert_eq!(tick_step(4), 1);
+        assert_eq!(tick_step(5), 2);
+        assert_eq!(tick_step(7), 2);
+        assert_eq!(tick_step(9), 5);
+        assert_eq!(tick_step(101), 50);
+        assert_eq!(tick_step(4_999), 2_000);
     }
 
     #[test]
