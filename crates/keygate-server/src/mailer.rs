@@ -150,7 +150,11 @@ impl Mailer for FileMailer {
     }
 }
 
-fn write_private(dir: &std::path::Path, path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+fn write_private(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> anyhow::Result<()> {
     use std::io::Write;
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -259,7 +263,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&files[0]).expect("meta").permissions().mode();
+            let mode = std::fs::metadata(&files[0])
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0, "readable by the owner only");
         }
         let _ = std::fs::remove_dir_all(dir);

@@ -28,7 +28,8 @@ pub(crate) const USER_COLUMNS: &str =
     "id, account_id, email, username, first_name, last_name, role, \
      password_verifier, md5_verifier, sha1_verifier, created_at, updated_at, email_verified_at";
 pub(crate) const SESSION_COLUMNS: &str = "token_hash, account_id, user_id, created_at, expires_at";
-pub(crate) const LINK_COLUMNS: &str = "token_hash, purpose, account_id, user_id, email, role, created_by, \
+pub(crate) const LINK_COLUMNS: &str =
+    "token_hash, purpose, account_id, user_id, email, role, created_by, \
      created_at, expires_at, used_at";
 pub(crate) const CREDIT_COLUMNS: &str =
     "id, account_id, amount, balance_after, kind, idempotency_key, description, key_id, created_at";

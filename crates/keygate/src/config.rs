@@ -394,7 +394,11 @@ impl Common {
             server.dashboard.signup = keygate_server::dashboard::SignupMode::parse(&mode)
                 .ok_or_else(|| anyhow::anyhow!("signup: expected open or invite, got {mode:?}"))?;
         }
-        if let Some(url) = self.public_url.or(file.public_url).filter(|u| !u.is_empty()) {
+        if let Some(url) = self
+            .public_url
+            .or(file.public_url)
+            .filter(|u| !u.is_empty())
+        {
             anyhow::ensure!(
                 (url.starts_with("http://") || url.starts_with("https://"))
                     && url.parse::<axum_http::Uri>().is_ok(),
@@ -405,7 +409,11 @@ impl Common {
         if let Some(on) = self.cookie_secure.or(file.cookie_secure) {
             server.dashboard.cookie_secure = on;
         }
-        if let Some(name) = self.brand_name.or(file.brand_name).filter(|n| !n.trim().is_empty()) {
+        if let Some(name) = self
+            .brand_name
+            .or(file.brand_name)
+            .filter(|n| !n.trim().is_empty())
+        {
             server.dashboard.brand = name.trim().to_owned();
         }
         if let Some(secs) = file.session_ttl_seconds {

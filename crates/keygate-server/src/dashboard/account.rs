@@ -68,7 +68,9 @@ async fn page(
             .items
             .into_iter()
             .map(|u| UserRow {
-                name: format!("{} {}", u.first_name, u.last_name).trim().to_owned(),
+                name: format!("{} {}", u.first_name, u.last_name)
+                    .trim()
+                    .to_owned(),
                 email: u.email.clone(),
                 role: role_label(u.role),
                 verified: u.email_verified_at.is_some(),

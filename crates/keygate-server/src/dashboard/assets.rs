@@ -34,14 +34,41 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
             "/static/app.css",
-            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, CACHE)], CSS).into_response() }),
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+                        (header::CACHE_CONTROL, CACHE),
+                    ],
+                    CSS,
+                )
+                    .into_response()
+            }),
         )
         .route(
             "/static/app.js",
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, CACHE)], JS).into_response() }),
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        (header::CACHE_CONTROL, CACHE),
+                    ],
+                    JS,
+                )
+                    .into_response()
+            }),
         )
         .route(
             "/static/icon.svg",
-            get(|| async { ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, CACHE)], ICON).into_response() }),
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "image/svg+xml"),
+                        (header::CACHE_CONTROL, CACHE),
+                    ],
+                    ICON,
+                )
+                    .into_response()
+            }),
         )
 }

@@ -400,7 +400,10 @@ pub async fn login(
         let mut errors = FieldErrors::default();
         errors.add(
             "form",
-            format!("Too many attempts. Please wait {} and try again.", wait_text(wait)),
+            format!(
+                "Too many attempts. Please wait {} and try again.",
+                wait_text(wait)
+            ),
         );
         let mut r = render(StatusCode::TOO_MANY_REQUESTS, &page(errors))?;
         r.headers_mut().insert(
@@ -727,7 +730,11 @@ pub async fn accept_invite(
             Err(e) => {
                 errors.absorb(
                     e,
-                    &[("first_name", "name"), ("last_name", "name"), ("password", "password")],
+                    &[
+                        ("first_name", "name"),
+                        ("last_name", "name"),
+                        ("password", "password"),
+                    ],
                 )?;
                 None
             }

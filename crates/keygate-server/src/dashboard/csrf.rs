@@ -65,7 +65,11 @@ pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<u64
 /// Middleware of every dashboard page: gives a browser without a CSRF cookie a new token (for
 /// the forms of this very page, and in a cookie for the POST that follows), and marks every
 /// answer `Cache-Control: no-store`, since pages show keys and account data.
-pub async fn ensure_cookie(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn ensure_cookie(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let existing = cookie(req.headers(), COOKIE)
         .filter(|t| well_formed(t))
         .map(str::to_owned);
@@ -94,11 +98,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CsrfToken {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, PageError> {
-        parts
-            .extensions
-            .get::<CsrfToken>()
-            .cloned()
-            .ok_or_else(|| PageError::Internal(anyhow::anyhow!("no CSRF token: the dashboard middleware did not run")))
+        parts.extensions.get::<CsrfToken>().cloned().ok_or_else(|| {
+            PageError::Internal(anyhow::anyhow!(
+                "no CSRF token: the dashboard middleware did not run"
+            ))
+        })
     }
 }
 

@@ -115,7 +115,9 @@ pub async fn list_keys(
         .map(|k| KeyRow::new(k, now, &me))
         .collect();
     let notice = match q.notice.as_deref() {
-        Some("revoked") => Some("The key is revoked: requests made with it are refused from now on."),
+        Some("revoked") => {
+            Some("The key is revoked: requests made with it are refused from now on.")
+        }
         _ => None,
     };
     ok(&KeysPage {
@@ -190,7 +192,12 @@ pub async fn new_key(
     me: DashboardUser,
 ) -> Result<Response, PageError> {
     let form = KeyForm {
-        scope: if me.scope() >= Scope::Write { "write" } else { "read" }.into(),
+        scope: if me.scope() >= Scope::Write {
+            "write"
+        } else {
+            "read"
+        }
+        .into(),
         environment: "live".into(),
         ..KeyForm::default()
     };
@@ -246,16 +253,17 @@ fn parse_form(form: &KeyForm, me: &DashboardUser, errors: &mut FieldErrors) -> O
     }
     let expires_at = match form.expires_on.trim() {
         "" => Some(None),
-        day => match time::Date::parse(day, &time::format_description::well_known::Iso8601::DATE)
-        {
+        day => match time::Date::parse(day, &time::format_description::well_known::Iso8601::DATE) {
             // The key works through the whole day it expires on (UTC).
-            Ok(d) => match svc::validate_expiry(d.next_day().unwrap_or(d).midnight().assume_utc()) {
-                Ok(at) => Some(Some(at)),
-                Err(_) => {
-                    errors.add("expires_on", "Choose a day from today on.");
-                    None
+            Ok(d) => {
+                match svc::validate_expiry(d.next_day().unwrap_or(d).midnight().assume_utc()) {
+                    Ok(at) => Some(Some(at)),
+                    Err(_) => {
+                        errors.add("expires_on", "Choose a day from today on.");
+                        None
+                    }
                 }
-            },
+            }
             Err(_) => {
                 errors.add("expires_on", "Enter a date as YYYY-MM-DD.");
                 None
@@ -367,7 +375,9 @@ pub async fn confirm_roll(
 ) -> Result<Response, PageError> {
     let key = manageable_key(&state, &me, &id).await?;
     if key.status_at(OffsetDateTime::now_utc()) != KeyStatus::Active {
-        return Err(PageError::BadRequest("Only an active key can be rolled.".into()));
+        return Err(PageError::BadRequest(
+            "Only an active key can be rolled.".into(),
+        ));
     }
     ok(&ConfirmPage {
         base: Base::signed_in(&state, &csrf, &me, "/keys"),
@@ -394,9 +404,8 @@ pub async fn roll_key(
         .grace_seconds
         .unwrap_or(svc::DEFAULT_ROLL_GRACE_SECONDS);
     let (new, generated) = svc::roll_key(&state, key, grace, Some(&me.user.id)).await?;
-    let old_until = (grace > 0).then(|| {
-        date_time(OffsetDateTime::now_utc() + time::Duration::seconds(grace as i64))
-    });
+    let old_until = (grace > 0)
+        .then(|| date_time(OffsetDateTime::now_utc() + time::Duration::seconds(grace as i64)));
     ok(&KeyCreatedPage {
         base: Base::signed_in(&state, &csrf, &me, "/keys"),
         key: KeyRow::new(&new, OffsetDateTime::now_utc(), &me),

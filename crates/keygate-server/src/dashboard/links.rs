@@ -172,7 +172,11 @@ pub async fn send_invite(
     let who = format!("{} {}", inviter.first_name, inviter.last_name)
         .trim()
         .to_owned();
-    let who = if who.is_empty() { inviter.email.clone() } else { who };
+    let who = if who.is_empty() {
+        inviter.email.clone()
+    } else {
+        who
+    };
     send(
         state,
         email,

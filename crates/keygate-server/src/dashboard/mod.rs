@@ -113,7 +113,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/verify-email", get(auth::verify_email))
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/logout", post(auth::logout))
-        .route("/forgot-password", get(auth::forgot_page).post(auth::forgot))
+        .route(
+            "/forgot-password",
+            get(auth::forgot_page).post(auth::forgot),
+        )
         .route("/reset-password", get(auth::reset_page).post(auth::reset))
         .route("/invite", get(auth::invite_page).post(auth::accept_invite))
         .route("/keys", get(keys::list_keys).post(keys::create_key))
@@ -122,7 +125,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             "/keys/{id}/revoke",
             get(keys::confirm_revoke).post(keys::revoke_key),
         )
-        .route("/keys/{id}/roll", get(keys::confirm_roll).post(keys::roll_key))
+        .route(
+            "/keys/{id}/roll",
+            get(keys::confirm_roll).post(keys::roll_key),
+        )
         .route("/usage", get(usage::usage_page))
         .route("/account", get(account::account_page))
         .route("/account/invites", post(account::invite_user))

@@ -55,7 +55,9 @@ impl Base {
         active: &'static str,
     ) -> Self {
         let u = &me.user;
-        let name = format!("{} {}", u.first_name, u.last_name).trim().to_owned();
+        let name = format!("{} {}", u.first_name, u.last_name)
+            .trim()
+            .to_owned();
         let shown = if name.is_empty() {
             u.email.clone()
         } else {

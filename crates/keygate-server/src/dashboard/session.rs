@@ -114,12 +114,13 @@ impl FromRequestParts<AppState> for DashboardUser {
             Err(StoreError::NotFound) => return Err(login()),
             Err(err) => return Err(err.into()),
         };
-        let entry =
-            match crate::http::auth::load_user(state, &session.account_id, &session.user_id).await {
-                Ok(e) => e,
-                Err(ApiError::Unauthorized(_)) => return Err(login()),
-                Err(err) => return Err(err.into()),
-            };
+        let entry = match crate::http::auth::load_user(state, &session.account_id, &session.user_id)
+            .await
+        {
+            Ok(e) => e,
+            Err(ApiError::Unauthorized(_)) => return Err(login()),
+            Err(err) => return Err(err.into()),
+        };
         if entry.account.status != AccountStatus::Active {
             return Err(PageError::Forbidden("This account is disabled.".into()));
         }
@@ -184,8 +185,17 @@ mod tests {
     #[test]
     fn a_login_returns_only_to_a_path_of_this_site() {
         assert_eq!(safe_next(Some("/usage?days=7")), "/usage?days=7");
-        assert_eq!(safe_next(Some("/oauth/authorize?client_id=x")), "/oauth/authorize?client_id=x");
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "keys", ""] {
+        assert_eq!(
+            safe_next(Some("/oauth/authorize?client_id=x")),
+            "/oauth/authorize?client_id=x"
+        );
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "keys",
+            "",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/keys", "{bad}");
         }
         assert_eq!(safe_next(None), "/keys");

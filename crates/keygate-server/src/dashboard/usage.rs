@@ -96,7 +96,11 @@ fn chart(first_day: i32, values: &[Vec<u64>], series: &[Series]) -> String {
     let (left, right, top, bottom) = (52.0, 8.0, 12.0, 28.0);
     let plot_w = w - left - right;
     let plot_h = h - top - bottom;
-    let max = values.iter().map(|d| d.iter().sum::<u64>()).max().unwrap_or(0);
+    let max = values
+        .iter()
+        .map(|d| d.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0);
     let step = tick_step(max);
     let top_value = step * 4;
     let n = values.len().max(1) as f64;
@@ -139,7 +143,9 @@ fn chart(first_day: i32, values: &[Vec<u64>], series: &[Series]) -> String {
         let label_every = (values.len() / 6).max(1);
         if i % label_every == 0 {
             let label = d
-                .format(time::macros::format_description!("[month repr:short] [day padding:none]"))
+                .format(time::macros::format_description!(
+                    "[month repr:short] [day padding:none]"
+                ))
                 .unwrap_or_default();
             let _ = write!(
                 svg,
@@ -159,18 +165,19 @@ pub async fn usage_page(
     me: DashboardUser,
     Query(q): Query<UsageQuery>,
 ) -> Result<Response, PageError> {
-    let days = match q.days {
-        Some(d @ (7 | 30 | 90)) => d,
-        _ => 30,
-    };
+    let days = q.days.filter(|d| [7, 30, 90].contains(d)).unwrap_or(30);
     let today = day_of(OffsetDateTime::now_utc());
     let first = today - days + 1;
-    let rows: Vec<UsageRow> = state.store.usage_by_day(&me.account.id, first, today).await?;
+    let rows: Vec<UsageRow> = state
+        .store
+        .usage_by_day(&me.account.id, first, today)
+        .await?;
     let keys = super::keys::all_keys(&state, &me).await?;
     let name_of = |id: &keygate_core::KeyId| {
-        keys.iter()
-            .find(|k| &k.id == id)
-            .map_or_else(|| "Deleted key".to_owned(), |k| format!("{} ({}…{})", k.name, k.start, k.last4))
+        keys.iter().find(|k| &k.id == id).map_or_else(
+            || "Deleted key".to_owned(),
+            |k| format!("{} ({}…{})", k.name, k.start, k.last4),
+        )
     };
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     for r in &rows {
@@ -178,7 +185,11 @@ pub async fn usage_page(
     }
     let mut ranked: Vec<(String, u64)> = totals.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let shown: Vec<String> = ranked.iter().take(SERIES).map(|(id, _)| id.clone()).collect();
+    let shown: Vec<String> = ranked
+        .iter()
+        .take(SERIES)
+        .map(|(id, _)| id.clone())
+        .collect();
     let mut series: Vec<Series> = shown
         .iter()
         .enumerate()

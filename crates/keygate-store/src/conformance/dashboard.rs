@@ -14,14 +14,22 @@ pub async fn a_sign_up_stores_the_account_and_its_owner_without_a_key(store: &dy
         store.create_account_with_owner(&account, &owner).await,
         "create_account_with_owner",
     );
-    assert_eq!(ok(store.get_account(&account.id).await, "get_account"), account);
+    assert_eq!(
+        ok(store.get_account(&account.id).await, "get_account"),
+        account
+    );
     assert_eq!(
         ok(store.get_user(&account.id, &owner.id).await, "get_user"),
         owner
     );
     let keys = ok(
         store
-            .list_keys(Some(&account.id), KeyFilter::All, now(), &super::page(None, 10))
+            .list_keys(
+                Some(&account.id),
+                KeyFilter::All,
+                now(),
+                &super::page(None, 10),
+            )
             .await,
         "list_keys",
     );
@@ -56,7 +64,11 @@ pub async fn users_are_found_by_email_in_any_case_across_accounts(store: &dyn St
         store.find_users_by_email(&address.to_uppercase(), 10).await,
         "find_users_by_email",
     );
-    assert_eq!(found, vec![first.clone(), second], "oldest first, in any case");
+    assert_eq!(
+        found,
+        vec![first.clone(), second],
+        "oldest first, in any case"
+    );
     let one = ok(
         store.find_users_by_email(&address, 1).await,
         "find_users_by_email with a limit",
@@ -74,7 +86,9 @@ pub async fn a_verified_address_is_recorded_and_cleared_when_it_changes(store: &
     assert_eq!(f.owner.email_verified_at, None);
     let at = now();
     ok(
-        store.mark_email_verified(&f.account.id, &f.owner.id, at).await,
+        store
+            .mark_email_verified(&f.account.id, &f.owner.id, at)
+            .await,
         "mark_email_verified",
     );
     let user = ok(store.get_user(&f.account.id, &f.owner.id).await, "get_user");
@@ -95,7 +109,10 @@ pub async fn a_verified_address_is_recorded_and_cleared_when_it_changes(store: &
     };
     ok(store.update_user(&moved).await, "update_user");
     let read = ok(store.get_user(&f.account.id, &f.owner.id).await, "get_user");
-    assert_eq!(read.email_verified_at, None, "a new address is not verified");
+    assert_eq!(
+        read.email_verified_at, None,
+        "a new address is not verified"
+    );
 
     not_found(
         store
@@ -120,7 +137,10 @@ pub async fn sessions_are_found_until_they_expire_and_end_on_logout(store: &dyn 
     let t = now();
     let s = session(&f.account.id, &f.owner.id, t + Duration::hours(1));
     ok(store.create_session(&s).await, "create_session");
-    assert_eq!(ok(store.find_session(&s.token_hash, t).await, "find_session"), s);
+    assert_eq!(
+        ok(store.find_session(&s.token_hash, t).await, "find_session"),
+        s
+    );
     not_found(
         store
             .find_session(&s.token_hash, t + Duration::hours(1))
@@ -289,7 +309,10 @@ pub async fn pruning_drops_expired_sessions_and_links_only(store: &dyn Store) {
     for s in [&expired, &current] {
         ok(store.create_session(s).await, "create_session");
     }
-    ok(store.create_email_link(&old_link).await, "create_email_link");
+    ok(
+        store.create_email_link(&old_link).await,
+        "create_email_link",
+    );
     assert_eq!(
         ok(
             store.prune_dashboard(t + Duration::seconds(1)).await,

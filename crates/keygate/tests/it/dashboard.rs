@@ -88,16 +88,21 @@ impl Browser {
         let csrf = self.cookies.get("kg_csrf").cloned().unwrap_or_default();
         let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
         form.extend_from_slice(fields);
-        let req = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .form(&form);
+        let req = self.client.post(format!("{}{path}", self.base)).form(&form);
         self.send(req).await
     }
 
     /// Posts a form exactly as given: no CSRF token added.
-    async fn post_raw(&mut self, path: &str, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
-        let mut req = self.client.post(format!("{}{path}", self.base)).form(fields);
+    async fn post_raw(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .form(fields);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -156,7 +161,11 @@ async fn account_with_owner(srv: &TestServer, name: &str, email: &str) -> String
     .expect("account");
     srv.state
         .store
-        .mark_email_verified(&created.account.id, &created.owner.id, time::OffsetDateTime::now_utc())
+        .mark_email_verified(
+            &created.account.id,
+            &created.owner.id,
+            time::OffsetDateTime::now_utc(),
+        )
         .await
         .expect("verified");
     created.plaintext.into_plaintext()
@@ -420,10 +429,24 @@ async fn invite_only_sign_up_refuses_new_accounts() {
     let page = b.get("/signup").await;
     assert_eq!(page.status, 403);
     assert!(page.body.contains("invitation"));
-    let r = b.post("/signup", &[("name", "Eve"), ("email", "eve@example.com"),
-        ("password", PASSWORD), ("organization", "Eve Corp")]).await;
+    let r = b
+        .post(
+            "/signup",
+            &[
+                ("name", "Eve"),
+                ("email", "eve@example.com"),
+                ("password", PASSWORD),
+                ("organization", "Eve Corp"),
+            ],
+        )
+        .await;
     assert_eq!(r.status, 403);
-    assert!(srv.state.store.find_account_by_name("Eve Corp").await.is_err());
+    assert!(srv
+        .state
+        .store
+        .find_account_by_name("Eve Corp")
+        .await
+        .is_err());
     assert!(!b.get("/login").await.body.contains("href=\"/signup\""));
 }
 
@@ -471,15 +494,23 @@ async fn session_cookies_are_http_only_same_site_lax_and_secure_when_configured(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn static_assets_are_served_with_long_cache_headers_and_pages_have_no_inline_script_or_style() {
+async fn static_assets_are_served_with_long_cache_headers_and_pages_have_no_inline_script_or_style()
+{
     let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
     let (mut b, _) = signed_in(&srv, "Acme", "ada@acme.example").await;
-    for (path, kind) in [("/static/app.css", "text/css"), ("/static/app.js", "text/javascript"), ("/static/icon.svg", "image/svg+xml")] {
+    for (path, kind) in [
+        ("/static/app.css", "text/css"),
+        ("/static/app.js", "text/javascript"),
+        ("/static/icon.svg", "image/svg+xml"),
+    ] {
         let r = b.get(path).await;
         assert_eq!(r.status, 200, "{path}");
         let ct = r.headers["content-type"].to_str().expect("ascii");
         assert!(ct.starts_with(kind), "{path}: {ct}");
-        assert!(r.headers["cache-control"].to_str().expect("ascii").contains("max-age"));
+        assert!(r.headers["cache-control"]
+            .to_str()
+            .expect("ascii")
+            .contains("max-age"));
     }
     let mut pages = vec![];
     for path in ["/keys", "/keys/new", "/usage", "/account"] {
@@ -493,10 +524,21 @@ async fn static_assets_are_served_with_long_cache_headers_and_pages_have_no_inli
         assert!(!body.contains("style="), "an inline style attribute");
         assert!(!body.contains("<style"), "an inline stylesheet");
         for (i, _) in body.match_indices("<script") {
-            assert!(body[i..].starts_with("<script src=\"/static/"), "an inline script");
+            assert!(
+                body[i..].starts_with("<script src=\"/static/"),
+                "an inline script"
+            );
         }
-        assert!(!body.contains(" on") || !body.contains("onclick="), "an inline handler");
+        assert!(
+            !body.contains(" on") || !body.contains("onclick="),
+            "an inline handler"
+        );
     }
     // Any method the API does not know still answers in the API's shape.
-    assert_eq!(srv.send(Method::GET, "/nothing-here", None, None).await.status, 404);
+    assert_eq!(
+        srv.send(Method::GET, "/nothing-here", None, None)
+            .await
+            .status,
+        404
+    );
 }
