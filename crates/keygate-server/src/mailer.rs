@@ -100,7 +100,11 @@ pub fn from_config(
 ) -> anyhow::Result<std::sync::Arc<dyn Mailer>> {
     Ok(match &config.smtp {
         Some(smtp) => std::sync::Arc::new(SmtpMailer::new(smtp, &config.from)?),
-        None => std::sync::Arc::new(FileMailer::new(data_dir.join("mail"), &config.from)),
+        None => {
+            let dir = data_dir.join("mail");
+            tracing::debug!(dir = %dir.display(), "no SMTP server configured: mail is written to files");
+            std::sync::Arc::new(FileMailer::new(dir, &config.from))
+        }
     })
 }
 
