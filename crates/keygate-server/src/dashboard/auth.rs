@@ -376,6 +376,7 @@ pub async fn login(
     State(state): State<AppState>,
     csrf: CsrfToken,
     ClientIp(ip): ClientIp,
+    SessionCookie(previous): SessionCookie,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, PageError> {
     let next = safe_next(form.next.as_deref());
@@ -436,6 +437,13 @@ pub async fn login(
             ],
             None,
         );
+    }
+    // A new session each time (no fixation); the browser's previous one, if any, ends.
+    if let Some(token) = previous {
+        state
+            .store
+            .delete_session(&session::secret_hash(&token))
+            .await?;
     }
     let cookie = session::start(&state, &user).await?;
     Ok(see_other(&next, &[cookie]))

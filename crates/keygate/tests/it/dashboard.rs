@@ -542,3 +542,91 @@ async fn static_assets_are_served_with_long_cache_headers_and_pages_have_no_inli
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_settings_come_from_flags_environment_and_the_file() {
+    let dir = temp_dir("dashcfg");
+    let data = dir.join("data");
+    let file = dir.join("keygate.toml");
+    std::fs::write(
+        &file,
+        "signup = \"open\"\nbrand_name = \"From the file\"\nlogin_limit = \"2/minute\"\n",
+    )
+    .expect("write");
+    let log = dir.join("serve.log");
+    // The flag wins over the file: sign-up is closed, and the brand is the file's.
+    let running = crate::cli::serve(
+        &[
+            "--config",
+            file.to_str().expect("utf8"),
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--signup",
+            "invite",
+            "--cookie-secure",
+        ],
+        &log,
+    )
+    .await;
+    let r = reqwest::get(format!("{}/signup", running.base))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(r.text().await.expect("body").contains("From the file"));
+    drop(running);
+
+    for (args, named) in [
+        (vec!["--signup", "sometimes"], "signup"),
+        (vec!["--public-url", "ftp://example.com"], "public_url"),
+        (
+            vec!["--smtp-host", "smtp.example.com", "--smtp-tls", "maybe"],
+            "smtp_tls",
+        ),
+        (
+            vec![
+                "--smtp-host",
+                "smtp.example.com",
+                "--mail-from",
+                "not an address",
+            ],
+            "mail_from",
+        ),
+    ] {
+        let out = crate::cli::bin()
+            .arg("serve")
+            .args(["--data-dir", data.to_str().expect("utf8")])
+            .args(&args)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+    std::fs::write(&file, "login_limit = \"lots\"\n").expect("write");
+    let out = crate::cli::bin()
+        .args(["serve", "--config", file.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("login_limit"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_again_replaces_the_browsers_previous_session() {
+    let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let (mut b, _) = signed_in(&srv, "Acme", "ada@acme.example").await;
+    let first = b.cookies["kg_session"].clone();
+    assert_eq!(b.login("ada@acme.example", PASSWORD).await.status, 303);
+    let second = b.cookies["kg_session"].clone();
+    assert_ne!(first, second, "a fresh token at each login");
+    let mut replay = Browser::new(&srv);
+    replay.cookies.insert("kg_session".into(), first);
+    assert_eq!(replay.get("/keys").await.status, 303, "the old one ended");
+    assert_eq!(b.get("/keys").await.status, 200);
+}
