@@ -55,6 +55,22 @@ enum Command {
         #[command(subcommand)]
         command: SigningKeysCommand,
     },
+    /// Work with the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check the settings (the file named by --config, the environment and flags) without
+    /// starting: every key is known, every value valid, TLS files readable. Exits non-zero with
+    /// a message naming the setting otherwise.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +193,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Config {
+            command: ConfigCommand::Check { common },
+        } => {
+            let source = common
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string());
+            let settings = common.resolve()?;
+            if settings.has_gateway_upstream() {
+                settings.gateway_config(None)?;
+            }
+            match source {
+                Some(path) => println!("{path}: the configuration is valid"),
+                None => println!("the configuration (environment and flags) is valid"),
+            }
+            Ok(())
+        }
         Command::Openapi => {
             println!("{}", keygate_server::openapi().to_pretty_json()?);
             Ok(())
@@ -190,6 +223,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let state = AppState::open(settings.server).await?;
             // Running nodes reload their keys when they read the rotation from the feed.
             let kid = state.tokens.rotate(state.store.as_ref()).await?;
+            use keygate_server::service::audit::{self, action, AuditEvent};
+            audit::record(
+                &state,
+                AuditEvent::new(action::SIGNING_KEY_ROTATED, "signing_key", &kid),
+            )
+            .await;
             println!("new signing key active: {kid}");
             Ok(())
         }
@@ -226,7 +265,7 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    tracing::info!("shutting down: draining requests and flushing usage");
+    tracing::info!("shutting down: draining requests, then flushing usage");
 }
 
 async fn admin(command: AdminCommand) -> anyhow::Result<()> {

@@ -2,26 +2,63 @@
 //! it is short and plain, otherwise a new `req_…`), a tracing span carrying it, so every log
 //! line of the request names it, and the id back in the response's `X-Request-Id`.
 //! The log records the path without the query string: a client may put a credential there.
+//!
+//! The same middleware decides who the client is ([`super::client::client_info`]) and keeps,
+//! for the rest of the request, a [`RequestContext`]: the id, the client, and the credential's
+//! owner once authentication has run. Code deep inside a request (the audit log, Crossbar
+//! envelopes) reads it from a task-local instead of having it passed down every call.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use super::client::{client_info, ClientInfo, ConnectionTls};
+use crate::service::audit::Actor;
+use crate::state::AppState;
+
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// What is known about the request being handled.
+#[derive(Debug)]
+pub struct RequestContext {
+    pub id: String,
+    pub client: ClientInfo,
+    /// Filled in by authentication; read by the audit log.
+    actor: Mutex<Option<Actor>>,
+}
+
+impl RequestContext {
+    pub fn actor(&self) -> Option<Actor> {
+        self.actor.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 tokio::task_local! {
-    /// The id of the request being handled, for bodies that carry it (Crossbar envelopes).
-    static CURRENT: String;
+    static CURRENT: Arc<RequestContext>;
 }
 
 /// The current request's id, inside a request.
 pub fn current() -> Option<String> {
+    CURRENT.try_with(|c| c.id.clone()).ok()
+}
+
+/// The current request's context, inside a request.
+pub fn context() -> Option<Arc<RequestContext>> {
     CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Records who the request's credential belongs to (called by authentication).
+pub fn set_actor(actor: Actor) {
+    let _ = CURRENT.try_with(|c| {
+        *c.actor.lock().unwrap_or_else(|p| p.into_inner()) = Some(actor);
+    });
 }
 
 pub const HEADER: &str = "x-request-id";
@@ -37,7 +74,11 @@ pub fn new_request_id() -> String {
     format!("req_{}", uuid::Uuid::new_v4().simple())
 }
 
-pub async fn request_id_and_log(mut req: Request, next: Next) -> Response {
+pub async fn request_id_and_log(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let id = req
         .headers()
         .get(HEADER)
@@ -45,11 +86,27 @@ pub async fn request_id_and_log(mut req: Request, next: Next) -> Response {
         .filter(|v| acceptable(v))
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let tls = req
+        .extensions()
+        .get::<ConnectionTls>()
+        .is_some_and(|t| t.0);
+    let client = client_info(peer, tls, req.headers(), &state.config.trusted_proxies);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    req.extensions_mut().insert(client);
+    let span = tracing::info_span!("request", request_id = %id, client = %client.addr, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
+    let context = Arc::new(RequestContext {
+        id: id.clone(),
+        client,
+        actor: Mutex::new(None),
+    });
     let mut response = CURRENT
-        .scope(id.clone(), next.run(req).instrument(span.clone()))
+        .scope(context, next.run(req).instrument(span.clone()))
         .await;
     let status = response.status().as_u16();
     span.in_scope(|| {
