@@ -88,11 +88,11 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES))
         .layer(from_fn(ratelimit::rate_limit_headers))
         .layer(from_fn_with_state(
-            state.clone(),
+            state.config.request_timeout,
             http::security::request_timeout,
         ))
         .layer(from_fn_with_state(
-            state.clone(),
+            state.config.refuse_plaintext_credentials,
             http::security::refuse_plaintext_credentials,
         ));
     let router = match http::security::cors_layer(&state.config.cors_allowed_origins) {

@@ -14,7 +14,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::client::ClientInfo;
 use super::ApiError;
-use crate::state::AppState;
 
 /// For HTML pages (the dashboard, docs): nothing from elsewhere, no framing, no `<base>`, forms
 /// post only here. A page that needs more sets its own policy, which is kept.
@@ -77,15 +76,12 @@ pub async fn gateway_transport_headers(req: Request, next: Next) -> Response {
 
 /// Abandons a request that takes longer than `request_timeout` with a 503 in the surface's
 /// shape. Dropping the handler's future cancels its work at the next `.await`.
-pub async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     let uri = req.uri().clone();
-    match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(
-                timeout_ms = state.config.request_timeout.as_millis() as u64,
-                "request timed out"
-            );
+            tracing::warn!(timeout_ms = limit.as_millis() as u64, "request timed out");
             crate::surface_error(&uri, ApiError::Timeout)
         }
     }
@@ -106,11 +102,11 @@ fn carries_credential(req: &Request) -> bool {
 /// before it is looked at. (It has crossed the network in clear already; the refusal makes the
 /// mistake loud instead of letting it work.)
 pub async fn refuse_plaintext_credentials(
-    State(state): State<AppState>,
+    State(refuse): State<bool>,
     req: Request,
     next: Next,
 ) -> Response {
-    if state.config.refuse_plaintext_credentials {
+    if refuse {
         let secure = req
             .extensions()
             .get::<ClientInfo>()
@@ -201,5 +197,87 @@ pub fn validate_origin(origin: &str) -> Result<(), String> {
         Err(format!(
             "expected an origin such as https://app.example.com (scheme, host, optional port, no path) or *, got {origin:?}"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::middleware::{from_fn, from_fn_with_state};
+    use axum::response::Html;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn call(app: Router, path: &str) -> Response {
+        app.oneshot(
+            Request::builder()
+                .uri(path)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn html_pages_get_the_strict_policy_and_json_the_closed_one() {
+        let app = Router::new()
+            .route("/page", get(|| async { Html("<h1>hi</h1>") }))
+            .route("/json", get(|| async { axum::Json(serde_json::json!({})) }))
+            .layer(from_fn(security_headers));
+        let page = call(app.clone(), "/page").await;
+        assert_eq!(page.headers()[header::CONTENT_SECURITY_POLICY], HTML_CSP);
+        assert_eq!(page.headers()[header::X_FRAME_OPTIONS], "DENY");
+        let json = call(app, "/json").await;
+        assert_eq!(json.headers()[header::CONTENT_SECURITY_POLICY], API_CSP);
+        assert_eq!(json.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert!(json.headers().get(header::STRICT_TRANSPORT_SECURITY).is_none(), "not over HTTPS");
+    }
+
+    #[tokio::test]
+    async fn a_page_that_sets_its_own_policy_keeps_it() {
+        let app = Router::new()
+            .route(
+                "/page",
+                get(|| async { ([(header::CONTENT_SECURITY_POLICY, "default-src 'self' data:")], Html("x")) }),
+            )
+            .layer(from_fn(security_headers));
+        let page = call(app, "/page").await;
+        assert_eq!(page.headers()[header::CONTENT_SECURITY_POLICY], "default-src 'self' data:");
+    }
+
+    #[tokio::test]
+    async fn a_request_slower_than_the_timeout_gets_503_in_the_surface_shape() {
+        let slow = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        };
+        let app = Router::new()
+            .route("/api/v1/slow", get(slow))
+            .route("/v2/slow", get(slow))
+            .layer(from_fn_with_state(Duration::from_millis(50), request_timeout));
+        let native = call(app.clone(), "/api/v1/slow").await;
+        assert_eq!(native.status(), 503);
+        let body = axum::body::to_bytes(native.into_body(), 10_000).await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"]["code"], "timeout");
+        let crossbar = call(app, "/v2/slow").await;
+        let body = axum::body::to_bytes(crossbar.into_body(), 10_000).await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"], "503");
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        assert!(validate_origin("https://app.example.com").is_ok());
+        assert!(validate_origin("http://localhost:3000").is_ok());
+        assert!(validate_origin("*").is_ok());
+        assert!(validate_origin("https://app.example.com/path").is_err());
+        assert!(validate_origin("https://app.example.com/").is_err());
+        assert!(validate_origin("app.example.com").is_err());
+        assert!(validate_origin("ftp://app.example.com").is_err());
     }
 }

@@ -13,6 +13,7 @@ mod gateway;
 mod keys;
 mod limits;
 mod secrets;
+mod tls;
 mod tokens;
 mod usage;
 mod verify;
