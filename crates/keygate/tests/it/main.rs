@@ -5,6 +5,7 @@
 mod harness;
 
 mod accounts;
+mod audit;
 mod cli;
 mod credits;
 mod crossbar;
