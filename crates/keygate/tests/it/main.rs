@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod audit;
+mod browser_safety;
 mod cli;
 mod credits;
 mod crossbar;
