@@ -14,6 +14,7 @@ mod errors;
 mod gateway;
 mod keys;
 mod limits;
+mod process;
 mod secrets;
 mod tls;
 mod tokens;
