@@ -255,7 +255,10 @@ impl Background {
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + bound;
         for (name, mut handle) in self.tasks {
-            if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
                 tracing::warn!(task = name, "background task did not stop in time; aborted");
                 handle.abort();
             }

@@ -211,7 +211,8 @@ async fn connection<I>(
     };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut check = tokio::time::interval((idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)));
+    let mut check =
+        tokio::time::interval((idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
     loop {

@@ -70,7 +70,11 @@ fn make_self_signed(cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = cert_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let mut params = rcgen::CertificateParams::new(names).context("self-signed certificate")?;
     params
         .distinguished_name
@@ -107,7 +111,12 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKe
     let chain = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("tls_cert: reading {}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("tls_cert: {} is not a PEM certificate chain", cert.display()))?;
+        .with_context(|| {
+            format!(
+                "tls_cert: {} is not a PEM certificate chain",
+                cert.display()
+            )
+        })?;
     anyhow::ensure!(
         !chain.is_empty(),
         "tls_cert: {} holds no PEM certificate",
@@ -139,7 +148,12 @@ pub struct ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -154,7 +168,11 @@ impl ReloadingCert {
     fn stamp(&self) -> Option<(SystemTime, SystemTime, u64)> {
         let cert = std::fs::metadata(&self.cert_path).ok()?;
         let key = std::fs::metadata(&self.key_path).ok()?;
-        Some((cert.modified().ok()?, key.modified().ok()?, cert.len() + key.len()))
+        Some((
+            cert.modified().ok()?,
+            key.modified().ok()?,
+            cert.len() + key.len(),
+        ))
     }
 }
 
@@ -194,8 +212,7 @@ impl Tls {
 /// triggers the next attempt.
 pub async fn watch_certificate(cert: Arc<ReloadingCert>, mut stopped: watch::Receiver<bool>) {
     #[cfg(unix)]
-    let mut hangup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut seen = cert.stamp();
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -20,9 +20,10 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    Account, AccountStatus, ApiKey, AuditEntry, AuditFilter, CredentialDigest, CreditEntry, CreditKind, CreditOutcome,
-    KeyFilter, KeyStatus, PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role,
-    SigningKeyRecord, Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
+    Account, AccountStatus, ApiKey, AuditEntry, AuditFilter, CredentialDigest, CreditEntry,
+    CreditKind, CreditOutcome, KeyFilter, KeyStatus, PageRequest, PasswordVerifiers, Revocation,
+    RevocationKind, Role, SigningKeyRecord, Store, StoreError, StoreResult, UsageIncrement,
+    UsageRow, User,
 };
 
 /// Runs every check below, one after the other, on one migrated store.
@@ -2121,20 +2122,28 @@ pub async fn audit_entries_are_read_back_newest_first_in_pages(store: &dyn Store
         account_id: Some(account.clone()),
         ..AuditFilter::default()
     };
-    let first = ok(store.list_audit(&filter, &page(None, 3)).await, "list_audit");
+    let first = ok(
+        store.list_audit(&filter, &page(None, 3)).await,
+        "list_audit",
+    );
     assert_eq!(first.total, 5);
     assert!(first.has_more);
     let newest_first: Vec<AuditEntry> = entries.iter().rev().cloned().collect();
-    assert_eq!(first.items, newest_first[..3], "every field read back, newest first");
+    assert_eq!(
+        first.items,
+        newest_first[..3],
+        "every field read back, newest first"
+    );
     let cursor = first.items.last().map(|e| e.id.as_str());
-    let second = ok(store.list_audit(&filter, &page(cursor, 3)).await, "list_audit page 2");
+    let second = ok(
+        store.list_audit(&filter, &page(cursor, 3)).await,
+        "list_audit page 2",
+    );
     assert!(!second.has_more);
     assert_eq!(second.items, newest_first[3..]);
 }
 
-pub async fn audit_entries_are_filtered_by_account_action_actor_object_and_time(
-    store: &dyn Store,
-) {
+pub async fn audit_entries_are_filtered_by_account_action_actor_object_and_time(store: &dyn Store) {
     let (mine, theirs) = (AccountId::generate(), AccountId::generate());
     let t = now();
     let key = KeyId::generate();
@@ -2151,9 +2160,16 @@ pub async fn audit_entries_are_filtered_by_account_action_actor_object_and_time(
         ok(store.record_audit(e).await, "record_audit");
     }
     let ids = |filter: AuditFilter| async move {
-        let listed = ok(store.list_audit(&filter, &page(None, 100)).await, "list_audit");
+        let listed = ok(
+            store.list_audit(&filter, &page(None, 100)).await,
+            "list_audit",
+        );
         assert_eq!(listed.total as usize, listed.items.len());
-        listed.items.into_iter().map(|e| e.id).collect::<Vec<String>>()
+        listed
+            .items
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<Vec<String>>()
     };
     let base = AuditFilter {
         account_id: Some(mine.clone()),
@@ -2165,26 +2181,46 @@ pub async fn audit_entries_are_filtered_by_account_action_actor_object_and_time(
         "the account's entries only"
     );
     assert_eq!(
-        ids(AuditFilter { action: Some("key.created".into()), ..base.clone() }).await,
+        ids(AuditFilter {
+            action: Some("key.created".into()),
+            ..base.clone()
+        })
+        .await,
         [created.id.clone()]
     );
     assert_eq!(
-        ids(AuditFilter { action: Some("key.".into()), ..base.clone() }).await,
+        ids(AuditFilter {
+            action: Some("key.".into()),
+            ..base.clone()
+        })
+        .await,
         [revoked.id.clone(), created.id.clone()],
         "a prefix ending in a dot"
     );
     assert_eq!(
-        ids(AuditFilter { actor: Some(key.to_string()), ..base.clone() }).await,
+        ids(AuditFilter {
+            actor: Some(key.to_string()),
+            ..base.clone()
+        })
+        .await,
         [created.id.clone()],
         "the actor's key"
     );
     assert_eq!(
-        ids(AuditFilter { actor: Some(user.to_string()), ..base.clone() }).await,
+        ids(AuditFilter {
+            actor: Some(user.to_string()),
+            ..base.clone()
+        })
+        .await,
         [revoked.id.clone()],
         "the actor's user"
     );
     assert_eq!(
-        ids(AuditFilter { object_id: Some("key_one".into()), ..base.clone() }).await,
+        ids(AuditFilter {
+            object_id: Some("key_one".into()),
+            ..base.clone()
+        })
+        .await,
         [revoked.id.clone(), created.id.clone()]
     );
     assert_eq!(
@@ -2222,7 +2258,10 @@ pub async fn audit_entries_older_than_the_cutoff_are_purged(store: &dyn Store) {
         account_id: Some(account),
         ..AuditFilter::default()
     };
-    let left = ok(store.list_audit(&filter, &page(None, 10)).await, "list_audit");
+    let left = ok(
+        store.list_audit(&filter, &page(None, 10)).await,
+        "list_audit",
+    );
     assert_eq!(left.items, [kept]);
 }
 
@@ -2234,7 +2273,10 @@ fn audit_entry(account: &AccountId, action: &str, at: OffsetDateTime) -> AuditEn
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     AuditEntry {
-        id: format!("aud_{:016x}{seq:08x}", (at.unix_timestamp_nanos() / 1_000_000) as u64),
+        id: format!(
+            "aud_{:016x}{seq:08x}",
+            (at.unix_timestamp_nanos() / 1_000_000) as u64
+        ),
         at,
         action: action.into(),
         account_id: Some(account.clone()),

@@ -258,7 +258,12 @@ fn flag_origin(key: &str) -> String {
 }
 
 /// The flag's (or environment's) value, else the file's, with where it came from.
-fn pick<T>(flag: Option<T>, file: Option<T>, key: &str, path: Option<&Path>) -> Option<(T, String)> {
+fn pick<T>(
+    flag: Option<T>,
+    file: Option<T>,
+    key: &str,
+    path: Option<&Path>,
+) -> Option<(T, String)> {
     match (flag, file) {
         (Some(v), _) => Some((v, flag_origin(key))),
         (None, Some(v)) => Some((
@@ -333,7 +338,12 @@ impl Common {
         let tls = resolve_tls(
             pick(self.tls_cert, file.tls_cert, "tls_cert", cfg),
             pick(self.tls_key, file.tls_key, "tls_key", cfg),
-            pick(self.tls_self_signed, file.tls_self_signed, "tls_self_signed", cfg),
+            pick(
+                self.tls_self_signed,
+                file.tls_self_signed,
+                "tls_self_signed",
+                cfg,
+            ),
         )?;
         let listen = match (listen_flag, &file.listen) {
             (Some(l), _) => l,
@@ -359,7 +369,12 @@ impl Common {
         let mut server = keygate_server::Config::with_data_dir(data_dir);
         server.listen = listen;
         server.tls = tls;
-        if let Some((list, origin)) = pick(self.trusted_proxies, file.trusted_proxies, "trusted_proxies", cfg) {
+        if let Some((list, origin)) = pick(
+            self.trusted_proxies,
+            file.trusted_proxies,
+            "trusted_proxies",
+            cfg,
+        ) {
             server.trusted_proxies = list
                 .iter()
                 .filter(|s| !s.trim().is_empty())
@@ -405,16 +420,40 @@ impl Common {
                 })
                 .transpose()
         };
-        if let Some(d) = seconds(pick(self.request_timeout, file.request_timeout, "request_timeout", cfg), 1..=3600)? {
+        if let Some(d) = seconds(
+            pick(
+                self.request_timeout,
+                file.request_timeout,
+                "request_timeout",
+                cfg,
+            ),
+            1..=3600,
+        )? {
             server.request_timeout = d;
         }
-        if let Some(d) = seconds(pick(self.idle_timeout, file.idle_timeout, "idle_timeout", cfg), 1..=3600)? {
+        if let Some(d) = seconds(
+            pick(self.idle_timeout, file.idle_timeout, "idle_timeout", cfg),
+            1..=3600,
+        )? {
             server.idle_timeout = d;
         }
-        if let Some(d) = seconds(pick(self.shutdown_timeout, file.shutdown_timeout, "shutdown_timeout", cfg), 1..=3600)? {
+        if let Some(d) = seconds(
+            pick(
+                self.shutdown_timeout,
+                file.shutdown_timeout,
+                "shutdown_timeout",
+                cfg,
+            ),
+            1..=3600,
+        )? {
             server.shutdown_timeout = d;
         }
-        if let Some((n, origin)) = pick(self.max_connections, file.max_connections, "max_connections", cfg) {
+        if let Some((n, origin)) = pick(
+            self.max_connections,
+            file.max_connections,
+            "max_connections",
+            cfg,
+        ) {
             anyhow::ensure!(
                 (1..=1_000_000).contains(&n),
                 "{origin}: expected 1 to 1000000 connections, got {n}"
@@ -475,9 +514,12 @@ impl Common {
             );
             server.token_ttl = Duration::from_secs(ttl);
         }
-        if let Some((alg, origin)) =
-            pick(self.token_algorithm, file.token_algorithm, "token_algorithm", cfg)
-        {
+        if let Some((alg, origin)) = pick(
+            self.token_algorithm,
+            file.token_algorithm,
+            "token_algorithm",
+            cfg,
+        ) {
             server.token_algorithm = match alg.to_ascii_lowercase().as_str() {
                 "rs256" => keygate_token::Algorithm::Rs256,
                 "eddsa" | "ed25519" => keygate_token::Algorithm::EdDsa,

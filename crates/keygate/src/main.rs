@@ -196,10 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Check { common },
         } => {
-            let source = common
-                .config
-                .as_ref()
-                .map(|p| p.display().to_string());
+            let source = common.config.as_ref().map(|p| p.display().to_string());
             let settings = common.resolve()?;
             if settings.has_gateway_upstream() {
                 settings.gateway_config(None)?;

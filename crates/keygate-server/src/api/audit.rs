@@ -130,9 +130,7 @@ pub async fn list_audit_log(
     Query(params): Query<AuditParams>,
 ) -> ApiResult<impl IntoResponse> {
     let asked = match &params.account {
-        Some(raw) => {
-            Some(AccountId::parse(raw).ok_or_else(|| ApiError::not_found("Account"))?)
-        }
+        Some(raw) => Some(AccountId::parse(raw).ok_or_else(|| ApiError::not_found("Account"))?),
         None => None,
     };
     let account_id = if who.is_operator() {
@@ -186,6 +184,11 @@ pub async fn list_audit_log(
     );
     Ok((
         headers,
-        axum::Json(page.items.iter().map(AuditEntryOut::from).collect::<Vec<_>>()),
+        axum::Json(
+            page.items
+                .iter()
+                .map(AuditEntryOut::from)
+                .collect::<Vec<_>>(),
+        ),
     ))
 }

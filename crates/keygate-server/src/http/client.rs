@@ -115,10 +115,7 @@ pub fn of_parts(parts: &Parts) -> ClientInfo {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     ClientInfo {
         addr,
-        secure: parts
-            .extensions
-            .get::<ConnectionTls>()
-            .is_some_and(|t| t.0),
+        secure: parts.extensions.get::<ConnectionTls>().is_some_and(|t| t.0),
     }
 }
 
@@ -143,8 +140,16 @@ mod tests {
 
     #[test]
     fn forwarded_headers_from_an_untrusted_peer_are_ignored() {
-        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https")]);
-        let info = client_info("198.51.100.9".parse().expect("ip"), false, &h, &nets(&["10.0.0.0/8"]));
+        let h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let info = client_info(
+            "198.51.100.9".parse().expect("ip"),
+            false,
+            &h,
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(info.addr, "198.51.100.9".parse::<IpAddr>().expect("ip"));
         assert!(!info.secure);
     }
@@ -156,7 +161,12 @@ mod tests {
             ("x-forwarded-for", "10.0.0.2"),
             ("x-forwarded-proto", "https"),
         ]);
-        let info = client_info("10.0.0.1".parse().expect("ip"), false, &h, &nets(&["10.0.0.0/8"]));
+        let info = client_info(
+            "10.0.0.1".parse().expect("ip"),
+            false,
+            &h,
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(info.addr, "203.0.113.7".parse::<IpAddr>().expect("ip"));
         assert!(info.secure);
     }
@@ -164,14 +174,24 @@ mod tests {
     #[test]
     fn a_chain_of_trusted_hops_ends_at_its_first_entry() {
         let h = headers(&[("x-forwarded-for", "10.1.1.1, 10.2.2.2")]);
-        let info = client_info("10.0.0.1".parse().expect("ip"), false, &h, &nets(&["10.0.0.0/8"]));
+        let info = client_info(
+            "10.0.0.1".parse().expect("ip"),
+            false,
+            &h,
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(info.addr, "10.1.1.1".parse::<IpAddr>().expect("ip"));
     }
 
     #[test]
     fn a_garbled_header_leaves_the_proxy_as_the_client() {
         let h = headers(&[("x-forwarded-for", "not-an-address")]);
-        let info = client_info("10.0.0.1".parse().expect("ip"), true, &h, &nets(&["10.0.0.1"]));
+        let info = client_info(
+            "10.0.0.1".parse().expect("ip"),
+            true,
+            &h,
+            &nets(&["10.0.0.1"]),
+        );
         assert_eq!(info.addr, "10.0.0.1".parse::<IpAddr>().expect("ip"));
         assert!(info.secure);
     }
@@ -179,7 +199,12 @@ mod tests {
     #[test]
     fn ipv4_mapped_peers_match_ipv4_ranges() {
         let h = headers(&[("x-forwarded-for", "[2001:db8::5]:1234")]);
-        let info = client_info("::ffff:10.0.0.1".parse().expect("ip"), false, &h, &nets(&["10.0.0.0/8"]));
+        let info = client_info(
+            "::ffff:10.0.0.1".parse().expect("ip"),
+            false,
+            &h,
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(info.addr, "2001:db8::5".parse::<IpAddr>().expect("ip"));
     }
 }

@@ -91,10 +91,7 @@ pub async fn request_id_and_log(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let tls = req
-        .extensions()
-        .get::<ConnectionTls>()
-        .is_some_and(|t| t.0);
+    let tls = req.extensions().get::<ConnectionTls>().is_some_and(|t| t.0);
     let client = client_info(peer, tls, req.headers(), &state.config.trusted_proxies);
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(client);

@@ -188,7 +188,10 @@ pub fn validate_origin(origin: &str) -> Result<(), String> {
         .ok()
         .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
         .filter(|u| u.authority().is_some())
-        .filter(|u| u.path_and_query().is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty()))
+        .filter(|u| {
+            u.path_and_query()
+                .is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty())
+        })
         .is_some()
         && !origin.ends_with('/');
     if ok {
@@ -234,7 +237,12 @@ mod tests {
         let json = call(app, "/json").await;
         assert_eq!(json.headers()[header::CONTENT_SECURITY_POLICY], API_CSP);
         assert_eq!(json.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        assert!(json.headers().get(header::STRICT_TRANSPORT_SECURITY).is_none(), "not over HTTPS");
+        assert!(
+            json.headers()
+                .get(header::STRICT_TRANSPORT_SECURITY)
+                .is_none(),
+            "not over HTTPS"
+        );
     }
 
     #[tokio::test]
@@ -242,11 +250,19 @@ mod tests {
         let app = Router::new()
             .route(
                 "/page",
-                get(|| async { ([(header::CONTENT_SECURITY_POLICY, "default-src 'self' data:")], Html("x")) }),
+                get(|| async {
+                    (
+                        [(header::CONTENT_SECURITY_POLICY, "default-src 'self' data:")],
+                        Html("x"),
+                    )
+                }),
             )
             .layer(from_fn(security_headers));
         let page = call(app, "/page").await;
-        assert_eq!(page.headers()[header::CONTENT_SECURITY_POLICY], "default-src 'self' data:");
+        assert_eq!(
+            page.headers()[header::CONTENT_SECURITY_POLICY],
+            "default-src 'self' data:"
+        );
     }
 
     #[tokio::test]
@@ -258,14 +274,21 @@ mod tests {
         let app = Router::new()
             .route("/api/v1/slow", get(slow))
             .route("/v2/slow", get(slow))
-            .layer(from_fn_with_state(Duration::from_millis(50), request_timeout));
+            .layer(from_fn_with_state(
+                Duration::from_millis(50),
+                request_timeout,
+            ));
         let native = call(app.clone(), "/api/v1/slow").await;
         assert_eq!(native.status(), 503);
-        let body = axum::body::to_bytes(native.into_body(), 10_000).await.expect("body");
+        let body = axum::body::to_bytes(native.into_body(), 10_000)
+            .await
+            .expect("body");
         let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(body["error"]["code"], "timeout");
         let crossbar = call(app, "/v2/slow").await;
-        let body = axum::body::to_bytes(crossbar.into_body(), 10_000).await.expect("body");
+        let body = axum::body::to_bytes(crossbar.into_body(), 10_000)
+            .await
+            .expect("body");
         let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(body["error"], "503");
     }

@@ -130,7 +130,11 @@ pub async fn update_account(
     if before.status != after.status {
         let details =
             serde_json::json!({"from": before.status.as_str(), "to": after.status.as_str()});
-        audit::record(state, event(action::ACCOUNT_STATUS_CHANGED).details(details)).await;
+        audit::record(
+            state,
+            event(action::ACCOUNT_STATUS_CHANGED).details(details),
+        )
+        .await;
     }
     let fields: Vec<&str> = [
         ("name", before.name != after.name),

@@ -249,7 +249,9 @@ pub async fn purge_periodically(state: AppState, mut stopped: watch::Receiver<bo
         match purge_expired(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(entries = n, "purged audit entries past retention"),
-            Err(err) => tracing::warn!(error = %format!("{err:#}"), "purging the audit log failed; will retry"),
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "purging the audit log failed; will retry")
+            }
         }
     }
 }

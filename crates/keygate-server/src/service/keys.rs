@@ -150,7 +150,9 @@ pub async fn update_key(state: &AppState, before: &ApiKey, after: &ApiKey) -> Re
     if before.scope != after.scope {
         let event = AuditEvent::new(action::KEY_SCOPE_CHANGED, "api_key", &after.id)
             .account(account)
-            .details(serde_json::json!({"from": before.scope.as_str(), "to": after.scope.as_str()}));
+            .details(
+                serde_json::json!({"from": before.scope.as_str(), "to": after.scope.as_str()}),
+            );
         audit::record(state, event).await;
     }
     let fields: Vec<&str> = [

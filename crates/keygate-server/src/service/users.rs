@@ -201,7 +201,12 @@ pub async fn delete_user(
 }
 
 /// `user.role_changed`, `user.password_changed` and `user.updated` (naming the other fields).
-async fn record_user_changes(state: &AppState, before: &User, after: &User, password_changed: bool) {
+async fn record_user_changes(
+    state: &AppState,
+    before: &User,
+    after: &User,
+    password_changed: bool,
+) {
     let event = |name| AuditEvent::new(name, "user", &after.id).account(Some(&after.account_id));
     if before.role != after.role {
         audit::record(

@@ -17,7 +17,10 @@ async fn preflight(srv: &TestServer, origin: &str) -> reqwest::Response {
         )
         .header("origin", origin)
         .header("access-control-request-method", "POST")
-        .header("access-control-request-headers", "authorization, content-type")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
         .send()
         .await
         .expect("preflight")
@@ -64,7 +67,10 @@ async fn cors_admits_the_configured_origins_only_and_never_credentials() {
         .expect("ascii")
         .to_ascii_lowercase();
     assert!(allowed.contains("authorization"), "{allowed}");
-    assert!(r.headers().get("access-control-allow-credentials").is_none());
+    assert!(r
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
     let acme = srv.account("Acme").await;
     let r = srv
         .client
@@ -74,20 +80,31 @@ async fn cors_admits_the_configured_origins_only_and_never_credentials() {
         .send()
         .await
         .expect("request");
-    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     let exposed = r.headers()["access-control-expose-headers"]
         .to_str()
         .expect("ascii")
         .to_ascii_lowercase();
     assert!(exposed.contains("x-ratelimit-remaining"), "{exposed}");
-    assert!(r.headers().get("access-control-allow-credentials").is_none());
+    assert!(r
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
     srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn every_answer_carries_the_security_headers_and_no_banner() {
     let srv = TestServer::start(Backend::Sqlite).await.expect("server");
-    for path in ["/healthz", "/api/v1/auth/me", "/no/such/route", "/v2/accounts/x"] {
+    for path in [
+        "/healthz",
+        "/api/v1/auth/me",
+        "/no/such/route",
+        "/v2/accounts/x",
+    ] {
         let r = srv
             .client
             .get(format!("{}{path}", srv.base))
@@ -125,7 +142,11 @@ async fn one_request(stream: &mut TcpStream) -> String {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let len: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             if body.len() >= len {
@@ -149,7 +170,11 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
         .await
         .expect("closed within the timeout");
-    assert_eq!(closed.expect("read"), 0, "the server closed the idle connection");
+    assert_eq!(
+        closed.expect("read"),
+        0,
+        "the server closed the idle connection"
+    );
     srv.shutdown().await;
 }
 
@@ -164,7 +189,10 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     let url = format!("{}/healthz", srv.base);
     let waiting = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished(), "a second connection is not served while the first is open");
+    assert!(
+        !waiting.is_finished(),
+        "a second connection is not served while the first is open"
+    );
     drop(first);
     let status = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await

@@ -25,7 +25,10 @@ fn wait_exit(server: &mut ServeProcess, within: Duration) -> std::process::ExitS
         if let Some(status) = server.child.try_wait().expect("try_wait") {
             return status;
         }
-        assert!(started.elapsed() < within, "the server did not exit in time");
+        assert!(
+            started.elapsed() < within,
+            "the server did not exit in time"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -65,7 +68,14 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_no_usage() {
         config.to_str().expect("utf8"),
     ];
     let mut server = serve(&args, &dir.join("first.log")).await;
-    let mut admin_args = vec!["--name", "Acme", "--email", "ops@acme.test", "--plan", "unlimited"];
+    let mut admin_args = vec![
+        "--name",
+        "Acme",
+        "--email",
+        "ops@acme.test",
+        "--plan",
+        "unlimited",
+    ];
     admin_args.extend_from_slice(&args);
     let created = create_account(&admin_args);
     let key = created["api_key"].as_str().expect("key").to_owned();
@@ -74,8 +84,12 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_no_usage() {
     let refused = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
     for _ in 0..8 {
-        let (base, key, answered, refused) =
-            (server.base.clone(), key.clone(), answered.clone(), refused.clone());
+        let (base, key, answered, refused) = (
+            server.base.clone(),
+            key.clone(),
+            answered.clone(),
+            refused.clone(),
+        );
         load.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let started = Instant::now();
@@ -105,7 +119,10 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_no_usage() {
     for task in load {
         task.await.expect("load task");
     }
-    assert!(refused.load(Ordering::Relaxed), "the server stopped accepting");
+    assert!(
+        refused.load(Ordering::Relaxed),
+        "the server stopped accepting"
+    );
     let status = wait_exit(&mut server, Duration::from_secs(30));
     assert!(status.success(), "exit status {status:?}");
     let log = std::fs::read_to_string(dir.join("first.log")).expect("log");
@@ -125,7 +142,11 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_no_usage() {
 #[tokio::test]
 async fn sigint_stops_the_server_cleanly_too() {
     let dir = temp_dir("sigint");
-    let mut server = serve(&["--data-dir", dir.to_str().expect("utf8")], &dir.join("log")).await;
+    let mut server = serve(
+        &["--data-dir", dir.to_str().expect("utf8")],
+        &dir.join("log"),
+    )
+    .await;
     signal(&server, "INT");
     let status = wait_exit(&mut server, Duration::from_secs(30));
     assert!(status.success(), "exit status {status:?}");
@@ -162,16 +183,35 @@ audit_retention_days = 90
     )
     .expect("write");
     let out = config_check(&file, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
-    assert!(!dir.join("data").exists(), "checking starts nothing and creates nothing");
+    assert!(
+        !dir.join("data").exists(),
+        "checking starts nothing and creates nothing"
+    );
 
     let cases: [(&str, &[&str]); 6] = [
-        ("request_timeout = 0\n", &["request_timeout", "keygate.toml", "1 to 3600"]),
-        ("trusted_proxies = [\"not-a-network\"]\n", &["trusted_proxies", "keygate.toml", "CIDR"]),
-        ("cors_allowed_origins = [\"https://app.example.com/path\"]\n", &["cors_allowed_origins", "origin"]),
+        (
+            "request_timeout = 0\n",
+            &["request_timeout", "keygate.toml", "1 to 3600"],
+        ),
+        (
+            "trusted_proxies = [\"not-a-network\"]\n",
+            &["trusted_proxies", "keygate.toml", "CIDR"],
+        ),
+        (
+            "cors_allowed_origins = [\"https://app.example.com/path\"]\n",
+            &["cors_allowed_origins", "origin"],
+        ),
         ("tls_cert = \"cert.pem\"\n", &["tls_cert", "tls_key"]),
-        ("tls_cert = \"/no/such/cert.pem\"\ntls_key = \"/no/such/key.pem\"\n", &["tls_cert", "/no/such/cert.pem"]),
+        (
+            "tls_cert = \"/no/such/cert.pem\"\ntls_key = \"/no/such/key.pem\"\n",
+            &["tls_cert", "/no/such/cert.pem"],
+        ),
         ("idle_timeuot = 5\n", &["idle_timeuot", "keygate.toml"]),
     ];
     for (text, expected) in cases {
@@ -197,7 +237,12 @@ async fn serve_with_a_self_signed_certificate_answers_https() {
     let port = crate::cli::free_port();
     let log = std::fs::File::create(dir.join("log")).expect("log");
     let child = bin()
-        .args(["serve", "--tls-self-signed", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--tls-self-signed",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--data-dir", dir.to_str().expect("utf8")])
         .stderr(log)
         .spawn()

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keygate_server::tls::TlsSource;
 use axum::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use keygate_server::tls::TlsSource;
 use reqwest::Method;
 use serde_json::json;
 
@@ -55,7 +55,9 @@ impl HttpsConn {
         } else {
             vec![b"http/1.1".to_vec()]
         };
-        let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let name = ServerName::try_from("localhost").expect("name");
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
@@ -113,8 +115,16 @@ impl HttpsConn {
 }
 
 /// A GET on a new connection.
-async fn https_get(cert: &Path, http2: bool, addr: SocketAddr, path: &str) -> Result<HttpsResp, String> {
-    HttpsConn::connect(cert, http2, addr).await?.get(path, None).await
+async fn https_get(
+    cert: &Path,
+    http2: bool,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<HttpsResp, String> {
+    HttpsConn::connect(cert, http2, addr)
+        .await?
+        .get(path, None)
+        .await
 }
 
 fn addr_of(srv: &TestServer) -> SocketAddr {
@@ -136,12 +146,20 @@ async fn https_works_with_the_self_signed_certificate_over_http2_and_http1() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&key).expect("key file").permissions().mode();
+        let mode = std::fs::metadata(&key)
+            .expect("key file")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "the private key is its owner's only");
     }
     let acme = srv.account("Acme").await;
-    let mut h2 = HttpsConn::connect(&cert, true, addr).await.expect("trusted HTTPS");
-    let r = h2.get("/api/v1/auth/me", Some(&acme.key)).await.expect("request");
+    let mut h2 = HttpsConn::connect(&cert, true, addr)
+        .await
+        .expect("trusted HTTPS");
+    let r = h2
+        .get("/api/v1/auth/me", Some(&acme.key))
+        .await
+        .expect("request");
     assert_eq!(r.status, 200);
     assert_eq!(r.version, hyper::Version::HTTP_2, "ALPN chose HTTP/2");
     assert_eq!(
@@ -150,23 +168,29 @@ async fn https_works_with_the_self_signed_certificate_over_http2_and_http1() {
     );
     assert!(r.headers.get("server").is_none());
 
-    let r = https_get(&cert, false, addr, "/healthz").await.expect("HTTPS/1.1");
+    let r = https_get(&cert, false, addr, "/healthz")
+        .await
+        .expect("HTTPS/1.1");
     assert_eq!(r.status, 200);
     assert_eq!(r.version, hyper::Version::HTTP_11);
 
     assert!(
-        https_get(&srv.data_dir.join("no-such.pem"), true, addr, "/healthz").await.is_err(),
+        https_get(&srv.data_dir.join("no-such.pem"), true, addr, "/healthz")
+            .await
+            .is_err(),
         "a client that does not trust the certificate cannot connect"
     );
     assert!(
-        reqwest::get(format!("http://{addr}/healthz")).await.is_err(),
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .is_err(),
         "plain HTTP is not served on the TLS port"
     );
 
     // A second start reuses the certificate rather than making a new one.
     let pem = std::fs::read_to_string(&cert).expect("cert");
-    let again = keygate_server::tls::resolve_files(&TlsSource::SelfSigned, &srv.data_dir)
-        .expect("resolve");
+    let again =
+        keygate_server::tls::resolve_files(&TlsSource::SelfSigned, &srv.data_dir).expect("resolve");
     assert_eq!(again.0, cert);
     assert_eq!(std::fs::read_to_string(&cert).expect("cert"), pem);
     srv.shutdown().await;
@@ -192,8 +216,13 @@ async fn a_changed_certificate_is_served_to_new_connections_without_dropping_ope
         .await
         .expect("server");
     let addr = addr_of(&srv);
-    let mut old_conn = HttpsConn::connect(&first_cert, true, addr).await.expect("first");
-    assert_eq!(old_conn.get("/healthz", None).await.expect("first").status, 200);
+    let mut old_conn = HttpsConn::connect(&first_cert, true, addr)
+        .await
+        .expect("first");
+    assert_eq!(
+        old_conn.get("/healthz", None).await.expect("first").status,
+        200
+    );
 
     std::fs::copy(&second_key, &key).expect("replace key");
     std::fs::copy(&second_cert, &cert).expect("replace cert");
@@ -210,12 +239,18 @@ async fn a_changed_certificate_is_served_to_new_connections_without_dropping_ope
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        old_conn.get("/healthz", None).await.expect("the open connection is kept").status,
+        old_conn
+            .get("/healthz", None)
+            .await
+            .expect("the open connection is kept")
+            .status,
         200,
         "a connection made with the old certificate goes on working"
     );
     assert!(
-        https_get(&first_cert, true, addr, "/healthz").await.is_err(),
+        https_get(&first_cert, true, addr, "/healthz")
+            .await
+            .is_err(),
         "a new handshake gets the new certificate"
     );
     srv.shutdown().await;
