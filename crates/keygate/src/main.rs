@@ -157,9 +157,33 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
+/// Clap names the flag of a value it cannot parse; the value may have come from the
+/// environment instead, which this adds (without the value, which may be a secret).
+fn parse_cli() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::{ContextKind, ContextValue, ErrorKind};
+            if matches!(err.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+                if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+                    let flag = arg.split_whitespace().next().unwrap_or_default();
+                    let env = format!(
+                        "KEYGATE_{}",
+                        flag.trim_start_matches('-').replace('-', "_").to_ascii_uppercase()
+                    );
+                    if std::env::var_os(&env).is_some() && !std::env::args().any(|a| a.starts_with(flag)) {
+                        eprintln!("keygate: the value of {flag} came from the environment variable {env}");
+                    }
+                }
+            }
+            err.exit()
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
-    if let Err(err) = run(Cli::parse()).await {
+    if let Err(err) = run(parse_cli()).await {
         eprintln!("keygate: {err:#}");
         std::process::exit(1);
     }

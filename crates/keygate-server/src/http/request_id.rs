@@ -106,12 +106,15 @@ pub async fn request_id_and_log(
         .scope(context, next.run(req).instrument(span.clone()))
         .await;
     let status = response.status().as_u16();
+    let latency_us = started.elapsed().as_micros() as u64;
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            latency_us = started.elapsed().as_micros() as u64,
-            "handled"
-        );
+        // Server errors stand out in the log (their cause was logged inside the request);
+        // client errors are the client's business and stay at info.
+        if status >= 500 {
+            tracing::warn!(status, latency_us, "handled");
+        } else {
+            tracing::info!(status, latency_us, "handled");
+        }
     });
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
