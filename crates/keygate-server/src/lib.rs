@@ -18,6 +18,7 @@ pub mod state;
 pub mod tls;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -69,6 +70,7 @@ fn all_routes() -> OpenApiRouter<AppState> {
         .merge(ops::routes())
         .merge(api::routes())
         .merge(crossbar::routes())
+        .merge(webhooks::routes())
 }
 
 /// The OpenAPI document of every route, built from the handlers' annotations.
@@ -198,11 +200,24 @@ pub fn start_with(
             tls::watch_certificate(cert, stop)
         });
     }
-    // Later features register their workers here (the webhook delivery worker: it finishes or
-    // releases its leases when told to stop).
+    // The webhook worker finishes or releases its leases when told to stop, before the
+    // process exits.
+    background.spawn("webhook delivery", |stop| {
+        webhooks::worker::run(state.clone(), stop)
+    });
+    background.spawn("webhook housekeeping", |stop| {
+        webhooks::worker::housekeeping(state.clone(), stop)
+    });
+    // Later features register their workers here the same way.
     let subscriber = state.bus.as_ref().map(|bus| {
         let waker = state.clone();
         bus.subscribe(revocation::CHANNEL, move || waker.feed_wakeup.notify_one())
+    });
+    let webhook_subscriber = state.bus.as_ref().map(|bus| {
+        let waker = state.clone();
+        bus.subscribe(webhooks::events::CHANNEL, move || {
+            waker.webhook_wakeup.notify_one()
+        })
     });
     let limits = serve::ServeLimits {
         max_connections: config.max_connections,
@@ -215,7 +230,7 @@ pub fn start_with(
         // Every request has ended: what they counted is all in memory, so the background
         // tasks' last round (the final usage flush) writes all of it.
         background.stop(background_bound).await;
-        if let Some(s) = subscriber {
+        for s in [subscriber, webhook_subscriber].into_iter().flatten() {
             s.abort();
         }
         result

@@ -5,12 +5,14 @@
 
 pub mod conformance;
 mod models;
+mod webhooks;
 
 use async_trait::async_trait;
 use keygate_core::{AccountId, KeyHash, KeyId, UserId};
 use time::OffsetDateTime;
 
 pub use models::*;
+pub use webhooks::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -54,7 +56,7 @@ pub struct UsageIncrement {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     /// Which backend this is, for logs and `/readyz`.
     fn backend_name(&self) -> &'static str;
     /// Applies the migrations this binary knows and the database has not seen.

@@ -164,15 +164,24 @@ fn parse_cli() -> Cli {
         Ok(cli) => cli,
         Err(err) => {
             use clap::error::{ContextKind, ContextValue, ErrorKind};
-            if matches!(err.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+            if matches!(
+                err.kind(),
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation
+            ) {
                 if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
                     let flag = arg.split_whitespace().next().unwrap_or_default();
                     let env = format!(
                         "KEYGATE_{}",
-                        flag.trim_start_matches('-').replace('-', "_").to_ascii_uppercase()
+                        flag.trim_start_matches('-')
+                            .replace('-', "_")
+                            .to_ascii_uppercase()
                     );
-                    if std::env::var_os(&env).is_some() && !std::env::args().any(|a| a.starts_with(flag)) {
-                        eprintln!("keygate: the value of {flag} came from the environment variable {env}");
+                    if std::env::var_os(&env).is_some()
+                        && !std::env::args().any(|a| a.starts_with(flag))
+                    {
+                        eprintln!(
+                            "keygate: the value of {flag} came from the environment variable {env}"
+                        );
                     }
                 }
             }

@@ -83,12 +83,15 @@ pub mod action {
     // Token signing keys (object `signing_key`, its kid).
     pub const SIGNING_KEY_ROTATED: &str = "signing_key.rotated";
 
-    // Reserved for the features that record them (objects `webhook_endpoint`, `oauth_client`,
-    // `oauth_consent`).
+    // Webhook endpoints (object `webhook_endpoint`; `details.host` is the URL's scheme and
+    // host only, since a path may carry a token of the receiver's).
     pub const WEBHOOK_ENDPOINT_CREATED: &str = "webhook.endpoint.created";
+    /// `details.fields`; enabling and disabling too (`details.enabled`).
     pub const WEBHOOK_ENDPOINT_UPDATED: &str = "webhook.endpoint.updated";
     pub const WEBHOOK_ENDPOINT_DELETED: &str = "webhook.endpoint.deleted";
     pub const WEBHOOK_SECRET_ROTATED: &str = "webhook.endpoint.secret_rotated";
+
+    // Reserved for the features that record them (objects `oauth_client`, `oauth_consent`).
     pub const OAUTH_CLIENT_CREATED: &str = "oauth.client.created";
     pub const OAUTH_CLIENT_UPDATED: &str = "oauth.client.updated";
     pub const OAUTH_CLIENT_DELETED: &str = "oauth.client.deleted";

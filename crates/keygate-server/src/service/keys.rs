@@ -126,6 +126,7 @@ pub async fn create_key(
     state.caches.forget_unknown(&record.hash);
     tracing::info!(key_id = %record.id, scope = %record.scope, "api key created");
     audit::record(state, created_event(&record)).await;
+    crate::webhooks::events::key_created(state, &record).await;
     Ok((record, generated))
 }
 
@@ -197,6 +198,7 @@ pub async fn revoke_key(state: &AppState, mut key: ApiKey) -> Result<ApiKey, Api
             .account(key.account_id.as_ref())
             .details(serde_json::json!({"name": key.name}));
         audit::record(state, event).await;
+        crate::webhooks::events::key_revoked(state, &key).await;
     }
     Ok(key)
 }
@@ -250,6 +252,7 @@ pub async fn roll_key(
         .account(old.account_id.as_ref())
         .details(serde_json::json!({"new_key_id": new.id, "grace_seconds": grace_seconds}));
     audit::record(state, event).await;
+    crate::webhooks::events::key_rolled(state, &old, &new).await;
     Ok((new, generated))
 }
 

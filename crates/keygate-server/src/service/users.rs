@@ -104,6 +104,7 @@ pub async fn create_user(
         .account(Some(account))
         .details(serde_json::json!({"username": user.username, "role": user.role.as_str()}));
     audit::record(state, event).await;
+    crate::webhooks::events::user_created(state, &user).await;
     Ok(user)
 }
 

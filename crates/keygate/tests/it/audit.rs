@@ -130,6 +130,34 @@ on_both_backends! {
         assert!(everything.contains(&new_key[..12]));
     }
 
+    async fn webhook_endpoint_changes_are_recorded_without_secret_or_path(srv) {
+        let acme = srv.account("Acme").await;
+        let r = srv.send(Method::POST, "/api/v1/webhooks", Some(&acme.key), Some(json!({
+            "url": "https://hooks.example.com/keygate?token=receiver-secret", "events": ["key.*"]}))).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.body["id"].as_str().expect("id").to_owned();
+        let first_secret = r.body["secret"].as_str().expect("secret").to_owned();
+        let path = format!("/api/v1/webhooks/{id}");
+        assert_eq!(srv.send(Method::PATCH, &path, Some(&acme.key), Some(json!({"events": ["post.created"]}))).await.status, 200);
+        assert_eq!(srv.send(Method::POST, &format!("{path}/disable"), Some(&acme.key), None).await.status, 200);
+        let r = srv.send(Method::POST, &format!("{path}/rotate-secret"), Some(&acme.key), Some(json!({}))).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let second_secret = r.body["secret"].as_str().expect("secret").to_owned();
+        assert_eq!(srv.send(Method::DELETE, &path, Some(&acme.key), None).await.status, 204);
+
+        let log = entries(&srv, &acme.key, "?action=webhook.").await;
+        assert_eq!(actions(&log), ["webhook.endpoint.deleted", "webhook.endpoint.secret_rotated",
+            "webhook.endpoint.updated", "webhook.endpoint.updated", "webhook.endpoint.created"]);
+        assert!(log.iter().all(|e| e["object"]["id"] == id.as_str()));
+        let created = only(&log, "webhook.endpoint.created");
+        assert_eq!(created["details"]["host"], "https://hooks.example.com");
+        assert_eq!(log[2]["details"]["enabled"], false, "disabling is recorded");
+        let text = serde_json::to_string(&log).expect("json");
+        for secret in [first_secret.as_str(), second_secret.as_str(), "receiver-secret"] {
+            assert!(!text.contains(secret), "the audit log holds a secret");
+        }
+    }
+
     async fn account_admins_read_their_own_account_and_operators_read_all(srv) {
         let acme = srv.account("Acme").await;
         let globex = srv.account("Globex").await;

@@ -20,3 +20,5 @@ mod tls;
 mod tokens;
 mod usage;
 mod verify;
+mod webhook_durability;
+mod webhooks;

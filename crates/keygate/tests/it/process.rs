@@ -231,7 +231,10 @@ audit_retention_days = 90
     let out = config_check(&file, &[("KEYGATE_REQUEST_TIMEOUT", "soon")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("KEYGATE_REQUEST_TIMEOUT") && err.contains("--request-timeout"), "{err}");
+    assert!(
+        err.contains("KEYGATE_REQUEST_TIMEOUT") && err.contains("--request-timeout"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
