@@ -227,7 +227,10 @@ pub async fn watch_certificate(cert: Arc<ReloadingCert>, mut stopped: watch::Rec
             }
         };
         #[cfg(not(unix))]
-        let sighup = std::future::pending::<()>();
+        let sighup = {
+            let _ = &mut hangup;
+            std::future::pending::<()>()
+        };
         let forced = tokio::select! {
             _ = tick.tick() => false,
             _ = sighup => true,

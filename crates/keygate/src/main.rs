@@ -212,11 +212,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(gateway.listen)
                 .await
                 .with_context(|| format!("listening on {}", gateway.listen))?;
+            let signals = ShutdownSignals::install()?;
             let state = AppState::open(settings.server).await?;
             tracing::info!(upstream = %gateway.upstream, "gateway starting");
             let app = keygate_server::gateway::router(state.clone(), gateway);
             let server = keygate_server::start_with(state, listener, app)?;
-            server.run_until(shutdown_signal()).await?;
+            server.run_until(signals.recv()).await?;
             Ok(())
         }
         Command::Migrate { common } => {
@@ -266,36 +267,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: keygate_server::Config) -> anyhow::Result<()> {
+    let signals = ShutdownSignals::install()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let state = AppState::open(config).await?;
     let server = keygate_server::start(state, listener)?;
-    server.run_until(shutdown_signal()).await?;
+    server.run_until(signals.recv()).await?;
     tracing::info!("keygate stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT, listened for from before the server starts: a signal that arrives
+/// while it is starting stops it cleanly instead of killing the process.
+struct ShutdownSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignals {
+                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
     }
-    tracing::info!("shutting down: draining requests, then flushing usage");
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: draining requests, then flushing usage");
+    }
 }
 
 async fn admin(command: AdminCommand) -> anyhow::Result<()> {

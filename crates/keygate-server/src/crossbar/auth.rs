@@ -81,7 +81,7 @@ pub async fn api_auth(
     let ip = Some(client.addr);
     let who = match authenticate_key(&state, body.api_key.trim(), ip).await {
         Ok(who) => {
-            crate::http::request_id::set_actor(Actor::of(&who));
+            crate::http::request_id::set_principal(&who);
             who
         }
         Err(err @ ApiError::Unauthorized(_)) => {

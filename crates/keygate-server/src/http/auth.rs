@@ -150,7 +150,7 @@ pub async fn authenticate(
     };
     match result {
         Ok(p) => {
-            super::request_id::set_actor(crate::service::audit::Actor::of(&p));
+            super::request_id::set_principal(&p);
             Ok(p)
         }
         Err(err @ ApiError::Unauthorized(_)) => {

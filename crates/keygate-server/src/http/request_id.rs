@@ -18,7 +18,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use super::auth::{Principal, TokenInUse};
 use super::client::{client_info, ClientInfo, ConnectionTls};
+use crate::cache::UserWithAccount;
 use crate::service::audit::Actor;
 use crate::state::AppState;
 
@@ -31,12 +33,34 @@ pub struct RequestContext {
     pub id: String,
     pub client: ClientInfo,
     /// Filled in by authentication; read by the audit log.
-    actor: Mutex<Option<Actor>>,
+    actor: Mutex<Option<Credential>>,
+}
+
+/// What authenticated the request, kept as the `Arc`s the principal already holds: recording it
+/// on the hot path copies pointers and allocates nothing; the audit log, which is rare, makes
+/// the ids from them.
+#[derive(Debug, Default)]
+struct Credential {
+    key: Option<Arc<keygate_store::KeyWithAccount>>,
+    user: Option<Arc<UserWithAccount>>,
+    token: Option<Arc<TokenInUse>>,
 }
 
 impl RequestContext {
+    /// Who the request's credential belongs to, once authentication has run.
     pub fn actor(&self) -> Option<Actor> {
-        self.actor.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let guard = self.actor.lock().unwrap_or_else(|p| p.into_inner());
+        let c = guard.as_ref()?;
+        let user_id = match (&c.token, &c.key, &c.user) {
+            (Some(t), _, _) => Some(t.claims.owner_id.clone()),
+            (None, Some(k), _) => k.key.created_by.clone(),
+            (None, None, Some(u)) => Some(u.user.id.clone()),
+            (None, None, None) => None,
+        };
+        Some(Actor {
+            key_id: c.key.as_ref().map(|k| k.key.id.clone()),
+            user_id,
+        })
     }
 }
 
@@ -54,10 +78,14 @@ pub fn context() -> Option<Arc<RequestContext>> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
-/// Records who the request's credential belongs to (called by authentication).
-pub fn set_actor(actor: Actor) {
+/// Hot path: records who the request's credential belongs to (called by authentication).
+pub fn set_principal(p: &Principal) {
     let _ = CURRENT.try_with(|c| {
-        *c.actor.lock().unwrap_or_else(|p| p.into_inner()) = Some(actor);
+        *c.actor.lock().unwrap_or_else(|p| p.into_inner()) = Some(Credential {
+            key: p.key.clone(),
+            user: p.user.clone(),
+            token: p.token.clone(),
+        });
     });
 }
 

@@ -285,3 +285,93 @@ async fn serve_with_a_self_signed_certificate_answers_https() {
     assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Writes `text` padded with newlines (which PEM readers skip) to `len` bytes, and gives the
+/// file back the modification time `mtime`: to the file watcher, nothing changed.
+fn write_unnoticed(path: &std::path::Path, text: &str, len: usize, mtime: std::time::SystemTime) {
+    let mut padded = text.to_owned();
+    while padded.len() < len {
+        padded.push('\n');
+    }
+    std::fs::write(path, padded).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(mtime)
+        .expect("set mtime");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate() {
+    use keygate_server::tls::{resolve_files, TlsSource};
+    let dir = temp_dir("sighup");
+    let (a_cert, a_key) = resolve_files(&TlsSource::SelfSigned, &dir.join("a")).expect("cert a");
+    let (b_cert, b_key) = resolve_files(&TlsSource::SelfSigned, &dir.join("b")).expect("cert b");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("read");
+    let (a_cert_pem, a_key_pem, b_cert_pem, b_key_pem) =
+        (read(&a_cert), read(&a_key), read(&b_cert), read(&b_key));
+    let cert_len = a_cert_pem.len().max(b_cert_pem.len()) + 4;
+    let key_len = a_key_pem.len().max(b_key_pem.len()) + 4;
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let then = std::time::SystemTime::now() - Duration::from_secs(60);
+    write_unnoticed(&cert, &a_cert_pem, cert_len, then);
+    write_unnoticed(&key, &a_key_pem, key_len, then);
+
+    let port = crate::cli::free_port();
+    let log = std::fs::File::create(dir.join("log")).expect("log");
+    let child = bin()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--tls-cert",
+            cert.to_str().expect("utf8"),
+            "--tls-key",
+            key.to_str().expect("utf8"),
+        ])
+        .args(["--data-dir", dir.join("data").to_str().expect("utf8")])
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let mut server = ServeProcess {
+        child,
+        base: format!("https://localhost:{port}"),
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    while crate::tls::HttpsConn::connect(&a_cert, false, addr)
+        .await
+        .is_err()
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "no HTTPS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    write_unnoticed(&cert, &b_cert_pem, cert_len, then);
+    write_unnoticed(&key, &b_key_pem, key_len, then);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        crate::tls::HttpsConn::connect(&b_cert, false, addr)
+            .await
+            .is_err(),
+        "the watcher saw no change: the first certificate is still served"
+    );
+    signal(&server, "HUP");
+    let started = Instant::now();
+    while crate::tls::HttpsConn::connect(&b_cert, false, addr)
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "SIGHUP did not reload the certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "SIGHUP did not end the process"
+    );
+    signal(&server, "TERM");
+    assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
+    let _ = std::fs::remove_dir_all(dir);
+}
