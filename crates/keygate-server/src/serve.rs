@@ -41,7 +41,9 @@ pub struct ServeLimits {
 }
 
 /// Requests in flight on one connection, and when the last one ended: what the idle timeout
-/// looks at. Counting requests rather than bytes makes HTTP/1.1 and HTTP/2 the same case.
+/// looks at. Counting requests rather than bytes makes HTTP/1.1 and HTTP/2 the same case. A
+/// request ends when its response head is sent; a body still streaming then (the gateway's) is
+/// safe all the same, because closing is graceful: the body finishes first.
 struct Activity {
     started: Instant,
     in_flight: AtomicUsize,

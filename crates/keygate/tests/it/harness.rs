@@ -356,3 +356,11 @@ pub fn cluster_config(dir: &std::path::Path) -> String {
     .expect("write config");
     path.display().to_string()
 }
+
+/// Tests that make a burst of load, or time one, take turns: on a two-core machine a burst
+/// beside another makes the timings (and Redis's 250 ms answer deadline, past which a node
+/// limits on its own) meaningless.
+pub async fn heavy_load_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}

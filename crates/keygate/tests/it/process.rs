@@ -52,6 +52,7 @@ async fn usage_total(base: &str, key: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_exits_zero_and_loses_no_usage() {
+    let _turn = crate::harness::heavy_load_turn().await;
     let dir = temp_dir("sigterm");
     let data = dir.join("data");
     let config = dir.join("keygate.toml");

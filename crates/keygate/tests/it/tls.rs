@@ -370,3 +370,30 @@ on_both_backends! {
         strict.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn the_gateway_serves_https_with_the_same_settings() {
+    let srv = TestServer::start(Backend::Sqlite).await.expect("server");
+    let node = srv
+        .another_node_with(|c| c.tls = Some(TlsSource::SelfSigned))
+        .await;
+    let closed = crate::cli::free_port();
+    let cfg = keygate_server::gateway::GatewayConfig::new(
+        format!("http://127.0.0.1:{closed}").parse().expect("uri"),
+    );
+    let app = keygate_server::gateway::router(node.state.clone(), cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gateway = keygate_server::start_with(node.state.clone(), listener, app).expect("gateway");
+    let (cert, _) = keygate_server::tls::self_signed_paths(&srv.data_dir);
+    let r = https_get(&cert, true, gateway.addr, "/anything")
+        .await
+        .expect("HTTPS to the gateway");
+    assert_eq!(r.status, 401, "no credential");
+    assert_eq!(r.version, hyper::Version::HTTP_2);
+    assert_eq!(r.headers["strict-transport-security"], "max-age=31536000");
+    gateway.shutdown().await.expect("gateway stops");
+    node.shutdown().await;
+    srv.shutdown().await;
+}
