@@ -122,6 +122,10 @@ pub fn router(state: AppState, config: GatewayConfig) -> Router {
     Router::new()
         .fallback(proxy)
         .with_state(gateway)
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.refuse_plaintext_credentials,
+            crate::http::security::refuse_plaintext_credentials,
+        ))
         .layer(axum::middleware::from_fn(
             crate::http::security::gateway_transport_headers,
         ))

@@ -395,5 +395,29 @@ async fn the_gateway_serves_https_with_the_same_settings() {
     assert_eq!(r.headers["strict-transport-security"], "max-age=31536000");
     gateway.shutdown().await.expect("gateway stops");
     node.shutdown().await;
+
+    // With plaintext credentials refused, the gateway refuses them too.
+    let strict = srv
+        .another_node_with(|c| c.refuse_plaintext_credentials = true)
+        .await;
+    let cfg = keygate_server::gateway::GatewayConfig::new(
+        format!("http://127.0.0.1:{closed}").parse().expect("uri"),
+    );
+    let app = keygate_server::gateway::router(strict.state.clone(), cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gateway = keygate_server::start_with(strict.state.clone(), listener, app).expect("gateway");
+    let acme = srv.account("Acme").await;
+    let r = srv
+        .client
+        .get(format!("http://{}/anything", gateway.addr))
+        .bearer_auth(&acme.key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 403);
+    gateway.shutdown().await.expect("gateway stops");
+    strict.shutdown().await;
     srv.shutdown().await;
 }
