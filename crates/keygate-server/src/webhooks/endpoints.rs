@@ -182,8 +182,19 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-fn validate_url(url: &str) -> ApiResult<String> {
-    webhook::check_url(url).map_err(|e| ApiError::invalid_field("url", e.to_string()))?;
+/// The URL's shape now; where it points is checked at each delivery, after DNS resolution. An
+/// address that can never be delivered to is refused at once, so the mistake shows here.
+fn validate_url(state: &AppState, url: &str) -> ApiResult<String> {
+    let dest =
+        webhook::check_url(url).map_err(|e| ApiError::invalid_field("url", e.to_string()))?;
+    if let webhook::Host::Ip(ip) = dest.host {
+        if !state.config.webhooks_allow_private && webhook::is_forbidden_destination(ip) {
+            return Err(ApiError::invalid_field(
+                "url",
+                "is a private, loopback or link-local address; deliveries there are refused",
+            ));
+        }
+    }
     Ok(url.to_owned())
 }
 
@@ -266,7 +277,7 @@ pub async fn create_endpoint(
     let endpoint = WebhookEndpoint {
         id: EndpointId::generate(),
         account_id: account,
-        url: validate_url(&body.url)?,
+        url: validate_url(&state, &body.url)?,
         description: validate_description(&body.description)?,
         event_types: validate_filters(body.events)?,
         sealed_secret: seal(&state, &secret)?,
@@ -330,7 +341,7 @@ pub async fn update_endpoint(
     let mut endpoint = load(&state, &who, &id).await?;
     let before = endpoint.clone();
     if let Some(url) = patch.url {
-        endpoint.url = validate_url(&url)?;
+        endpoint.url = validate_url(&state, &url)?;
     }
     if let Some(events) = patch.events {
         endpoint.event_types = validate_filters(events)?;
