@@ -432,10 +432,6 @@ pub async fn delete(
     Form(_): Form<serde::de::IgnoredAny>,
 ) -> Result<Response, PageError> {
     let endpoint = endpoint_of(&state, &me, &id).await?;
-    state
-        .store
-        .delete_endpoint(&me.account.id, &endpoint.id)
-        .await?;
-    tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint deleted");
+    svc::delete(&state, &endpoint).await?;
     Ok(see_other("/webhooks?notice=deleted", &[]))
 }

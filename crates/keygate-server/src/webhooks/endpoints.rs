@@ -19,6 +19,7 @@ use crate::http::error::ApiResult;
 use crate::http::extract::{Json, PathParams, Query};
 use crate::http::paging::{page_headers, page_request};
 use crate::http::ApiError;
+use crate::service::audit::{self, action, AuditEvent};
 use crate::service::{now, rfc3339};
 use crate::state::AppState;
 
@@ -295,6 +296,8 @@ pub async fn create(
     };
     state.store.create_endpoint(&endpoint).await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
+    let details = json!({"host": url_host(&endpoint.url), "events": endpoint.event_types, "enabled": endpoint.enabled});
+    audit_endpoint(state, action::WEBHOOK_ENDPOINT_CREATED, &endpoint, details).await;
     Ok(endpoint)
 }
 
@@ -369,6 +372,7 @@ pub async fn update_endpoint(
     Json(patch): Json<EndpointPatch>,
 ) -> ApiResult<axum::Json<EndpointOut>> {
     let mut endpoint = load(&state, &who, &id).await?;
+    let before = endpoint.clone();
     if let Some(url) = patch.url {
         endpoint.url = validate_url(&state, &url)?;
     }
@@ -384,7 +388,47 @@ pub async fn update_endpoint(
     endpoint.updated_at = now();
     state.store.update_endpoint(&endpoint).await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint updated");
+    let fields: Vec<&str> = [
+        ("url", before.url != endpoint.url),
+        ("events", before.event_types != endpoint.event_types),
+        ("description", before.description != endpoint.description),
+        ("enabled", before.enabled != endpoint.enabled),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !fields.is_empty() {
+        let details =
+            json!({"fields": fields, "host": url_host(&endpoint.url), "enabled": endpoint.enabled});
+        audit_endpoint(&state, action::WEBHOOK_ENDPOINT_UPDATED, &endpoint, details).await;
+    }
     Ok(axum::Json(EndpointOut::new(&endpoint)))
+}
+
+/// The scheme and host of an endpoint's URL: what the audit log keeps of it, since a path or
+/// query may carry a token of the receiver's.
+fn url_host(url: &str) -> String {
+    match url.parse::<axum::http::Uri>() {
+        Ok(uri) => format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("https"),
+            uri.host().unwrap_or_default()
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+/// Records a change to an endpoint in the audit log (never its secret).
+async fn audit_endpoint(
+    state: &AppState,
+    name: &'static str,
+    endpoint: &WebhookEndpoint,
+    details: serde_json::Value,
+) {
+    let event = AuditEvent::new(name, "webhook_endpoint", &endpoint.id)
+        .account(Some(&endpoint.account_id))
+        .details(details);
+    audit::record(state, event).await;
 }
 
 fn set_enabled(endpoint: &mut WebhookEndpoint, enabled: bool) {
@@ -404,12 +448,20 @@ pub async fn delete_endpoint(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let endpoint = load(&state, &who, &id).await?;
+    delete(&state, &endpoint).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes an endpoint with its deliveries and their attempts.
+pub async fn delete(state: &AppState, endpoint: &WebhookEndpoint) -> ApiResult<()> {
     state
         .store
         .delete_endpoint(&endpoint.account_id, &endpoint.id)
         .await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint deleted");
-    Ok(StatusCode::NO_CONTENT)
+    let details = json!({"host": url_host(&endpoint.url)});
+    audit_endpoint(state, action::WEBHOOK_ENDPOINT_DELETED, endpoint, details).await;
+    Ok(())
 }
 
 async fn switch(
@@ -430,6 +482,7 @@ pub async fn set_endpoint_enabled(
     mut endpoint: WebhookEndpoint,
     enabled: bool,
 ) -> ApiResult<WebhookEndpoint> {
+    let was_enabled = endpoint.enabled;
     if enabled {
         set_enabled(&mut endpoint, true);
         endpoint.updated_at = now();
@@ -443,6 +496,10 @@ pub async fn set_endpoint_enabled(
             .store
             .get_endpoint(Some(&endpoint.account_id), &endpoint.id)
             .await?;
+    }
+    if was_enabled != endpoint.enabled {
+        let details = json!({"fields": ["enabled"], "host": url_host(&endpoint.url), "enabled": endpoint.enabled});
+        audit_endpoint(state, action::WEBHOOK_ENDPOINT_UPDATED, &endpoint, details).await;
     }
     Ok(endpoint)
 }
@@ -501,6 +558,7 @@ pub async fn rotate(
     endpoint.updated_at = at;
     state.store.update_endpoint(&endpoint).await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook secret rotated");
+    audit_endpoint(state, action::WEBHOOK_SECRET_ROTATED, &endpoint, json!({})).await;
     Ok(endpoint)
 }
 
