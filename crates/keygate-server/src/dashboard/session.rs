@@ -6,9 +6,9 @@
 //! for a signed-in user: without a valid session the request is answered with a redirect to
 //! `/login?next=<this page>`, and the login page sends the user back there.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use keygate_store::{Account, AccountStatus, Role, Session, StoreError, User};
@@ -149,19 +149,15 @@ impl FromRequestParts<AppState> for DashboardAdmin {
     }
 }
 
-/// The client's address, for throttling.
+/// The client's address, for throttling: the one `http::client` decided (the TCP peer, or what
+/// a trusted proxy says), so a forged `X-Forwarded-For` cannot dodge the login limit.
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+        Ok(ClientIp(Some(crate::http::client::of_parts(parts).addr)))
     }
 }
 

@@ -698,3 +698,19 @@ on_both_backends! {
         assert_eq!(b.get(&format!("/webhooks/{id}")).await.status, 404);
     }
 }
+
+on_both_backends! {
+    async fn dashboard_logins_are_in_the_audit_log_without_the_password(srv) {
+        let key = account_with_owner(&srv, "Audited", "ada@audited.test").await;
+        let mut b = Browser::new(&srv);
+        assert_eq!(b.login("ada@audited.test", "not the password").await.status, 401);
+        assert_eq!(b.login("ada@audited.test", PASSWORD).await.status, 303);
+        let log = srv.get_ok("/api/v1/audit-log?action=login.", &key).await;
+        let entries = log.as_array().expect("entries");
+        let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+        assert!(actions.contains(&"login.succeeded"), "{log}");
+        let text = log.to_string();
+        assert!(!text.contains(PASSWORD) && !text.contains("not the password"));
+        assert!(text.contains("dashboard"));
+    }
+}
