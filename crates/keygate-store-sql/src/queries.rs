@@ -26,7 +26,11 @@ pub(crate) const ACCOUNT_COLUMNS: &str =
     "id, name, email, plan, status, api_key_id, created_at, updated_at";
 pub(crate) const USER_COLUMNS: &str =
     "id, account_id, email, username, first_name, last_name, role, \
-     password_verifier, md5_verifier, sha1_verifier, created_at, updated_at";
+     password_verifier, md5_verifier, sha1_verifier, created_at, updated_at, email_verified_at";
+pub(crate) const SESSION_COLUMNS: &str = "token_hash, account_id, user_id, created_at, expires_at";
+pub(crate) const LINK_COLUMNS: &str =
+    "token_hash, purpose, account_id, user_id, email, role, created_by, \
+     created_at, expires_at, used_at";
 pub(crate) const CREDIT_COLUMNS: &str =
     "id, account_id, amount, balance_after, kind, idempotency_key, description, key_id, created_at";
 pub(crate) const KEY_COLUMNS: &str = "k.id, k.account_id, k.created_by, k.name, k.description, k.scope, \
@@ -38,8 +42,8 @@ macro_rules! sql_store {
         use async_trait::async_trait;
         use keygate_core::{AccountId, Environment, KeyHash, KeyId, Scope, UserId};
         use keygate_store::{
-            Account, AccountStatus, ApiKey, CreditEntry, CreditKind, CreditOutcome, CreditState, CredentialDigest, KeyFilter, KeyWithAccount, Page,
-            PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role, SigningKeyRecord,
+            Account, AccountStatus, ApiKey, AuditEntry, AuditFilter, CreditEntry, CreditKind, CreditOutcome, CreditState, CredentialDigest, EmailLink, KeyFilter, KeyWithAccount,
+            LinkPurpose, Page, PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role, Session, SigningKeyRecord,
             Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
         };
         use sqlx::Row as _;
@@ -47,7 +51,8 @@ macro_rules! sql_store {
 
         use $crate::map_err;
         use $crate::queries::{
-            corrupt, from_ms, opt_from_ms, to_ms, ACCOUNT_COLUMNS, CREDIT_COLUMNS, KEY_COLUMNS, USER_COLUMNS,
+            corrupt, from_ms, opt_from_ms, to_ms, ACCOUNT_COLUMNS, CREDIT_COLUMNS, KEY_COLUMNS, LINK_COLUMNS,
+            SESSION_COLUMNS, USER_COLUMNS,
         };
 
         type DbRow = <$Db as sqlx::Database>::Row;
@@ -98,6 +103,7 @@ macro_rules! sql_store {
                     md5: opt_text(row, "md5_verifier")?,
                     sha1: opt_text(row, "sha1_verifier")?,
                 },
+                email_verified_at: opt_from_ms(opt_int(row, "email_verified_at")?)?,
                 created_at: from_ms(int(row, "created_at")?)?,
                 updated_at: from_ms(int(row, "updated_at")?)?,
             })
@@ -199,8 +205,8 @@ macro_rules! sql_store {
         {
             sqlx::query(
                 "INSERT INTO users (id, account_id, email, username, first_name, last_name, role, \
-                 password_verifier, md5_verifier, sha1_verifier, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 password_verifier, md5_verifier, sha1_verifier, created_at, updated_at, email_verified_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(u.id.as_str())
             .bind(u.account_id.as_str())
@@ -214,9 +220,33 @@ macro_rules! sql_store {
             .bind(u.verifiers.sha1.as_deref())
             .bind(to_ms(u.created_at))
             .bind(to_ms(u.updated_at))
+            .bind(u.email_verified_at.map(to_ms))
             .execute(exec)
             .await
             .map_err(map_err)?;
+            Ok(())
+        }
+
+        async fn insert_account<'c, E>(exec: E, a: &Account) -> StoreResult<()>
+        where
+            E: sqlx::Executor<'c, Database = $Db>,
+        {
+            sqlx::query(
+                    "INSERT INTO accounts (id, name, name_lower, email, plan, status, created_at, updated_at, \
+                     api_key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(a.id.as_str())
+                .bind(&a.name)
+                .bind(a.name.to_lowercase())
+                .bind(&a.email)
+                .bind(&a.plan)
+                .bind(a.status.as_str())
+                .bind(to_ms(a.created_at))
+                .bind(to_ms(a.updated_at))
+                .bind(a.api_key_id.as_ref().map(|k| k.as_str()))
+                .execute(exec)
+                .await
+                .map_err(map_err)?;
             Ok(())
         }
 
@@ -359,6 +389,59 @@ macro_rules! sql_store {
             Ok(())
         }
 
+        fn audit_from_row(row: &DbRow) -> StoreResult<AuditEntry> {
+            Ok(AuditEntry {
+                id: text(row, "id")?,
+                at: from_ms(int(row, "at")?)?,
+                action: text(row, "action")?,
+                account_id: opt_text(row, "account_id")?.map(AccountId::from_trusted),
+                actor_key_id: opt_text(row, "actor_key_id")?.map(KeyId::from_trusted),
+                actor_user_id: opt_text(row, "actor_user_id")?.map(UserId::from_trusted),
+                object_type: text(row, "object_type")?,
+                object_id: opt_text(row, "object_id")?,
+                client_addr: opt_text(row, "client_addr")?,
+                request_id: opt_text(row, "request_id")?,
+                details: serde_json::from_str(&text(row, "details")?).map_err(|_| corrupt("audit details"))?,
+            })
+        }
+
+        /// The WHERE clause of an audit listing (always present, so callers append `AND …`).
+        fn push_audit_filter(qb: &mut sqlx::QueryBuilder<'_, $Db>, f: &AuditFilter) {
+            qb.push(" WHERE 1 = 1");
+            if let Some(a) = &f.account_id {
+                qb.push(" AND account_id = ").push_bind(a.as_str().to_owned());
+            }
+            match f.action.as_deref() {
+                Some(prefix) if prefix.ends_with('.') => {
+                    // A prefix match without LIKE, whose wildcards the action could contain.
+                    qb.push(" AND substr(action, 1, ")
+                        .push_bind(prefix.len() as i32)
+                        .push(") = ")
+                        .push_bind(prefix.to_owned());
+                }
+                Some(action) => {
+                    qb.push(" AND action = ").push_bind(action.to_owned());
+                }
+                None => {}
+            }
+            if let Some(actor) = &f.actor {
+                qb.push(" AND (actor_key_id = ")
+                    .push_bind(actor.clone())
+                    .push(" OR actor_user_id = ")
+                    .push_bind(actor.clone())
+                    .push(")");
+            }
+            if let Some(object) = &f.object_id {
+                qb.push(" AND object_id = ").push_bind(object.clone());
+            }
+            if let Some(since) = f.since {
+                qb.push(" AND at >= ").push_bind(to_ms(since));
+            }
+            if let Some(until) = f.until {
+                qb.push(" AND at < ").push_bind(to_ms(until));
+            }
+        }
+
         fn revocation_from_row(row: &DbRow) -> StoreResult<Revocation> {
             Ok(Revocation {
                 id: int(row, "id")?,
@@ -366,6 +449,34 @@ macro_rules! sql_store {
                 subject: text(row, "subject")?,
                 expires_at: opt_from_ms(opt_int(row, "expires_at")?)?,
                 created_at: from_ms(int(row, "created_at")?)?,
+            })
+        }
+
+        fn session_from_row(row: &DbRow) -> StoreResult<Session> {
+            Ok(Session {
+                token_hash: text(row, "token_hash")?,
+                account_id: AccountId::from_trusted(text(row, "account_id")?),
+                user_id: UserId::from_trusted(text(row, "user_id")?),
+                created_at: from_ms(int(row, "created_at")?)?,
+                expires_at: from_ms(int(row, "expires_at")?)?,
+            })
+        }
+
+        fn link_from_row(row: &DbRow) -> StoreResult<EmailLink> {
+            Ok(EmailLink {
+                token_hash: text(row, "token_hash")?,
+                purpose: LinkPurpose::parse(&text(row, "purpose")?).ok_or_else(|| corrupt("link purpose"))?,
+                account_id: AccountId::from_trusted(text(row, "account_id")?),
+                user_id: opt_text(row, "user_id")?.map(UserId::from_trusted),
+                email: text(row, "email")?,
+                role: match opt_text(row, "role")? {
+                    Some(r) => Some(Role::parse(&r).ok_or_else(|| corrupt("role"))?),
+                    None => None,
+                },
+                created_by: opt_text(row, "created_by")?.map(UserId::from_trusted),
+                created_at: from_ms(int(row, "created_at")?)?,
+                expires_at: from_ms(int(row, "expires_at")?)?,
+                used_at: opt_from_ms(opt_int(row, "used_at")?)?,
             })
         }
 
@@ -386,24 +497,16 @@ macro_rules! sql_store {
 
             async fn create_account(&self, a: &Account, owner: &User, first_key: &ApiKey) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
-                sqlx::query(
-                    "INSERT INTO accounts (id, name, name_lower, email, plan, status, created_at, updated_at, \
-                     api_key_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(a.id.as_str())
-                .bind(&a.name)
-                .bind(a.name.to_lowercase())
-                .bind(&a.email)
-                .bind(&a.plan)
-                .bind(a.status.as_str())
-                .bind(to_ms(a.created_at))
-                .bind(to_ms(a.updated_at))
-                .bind(a.api_key_id.as_ref().map(|k| k.as_str()))
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                insert_account(&mut *tx, a).await?;
                 insert_user(&mut *tx, owner).await?;
                 insert_key(&mut *tx, first_key).await?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn create_account_with_owner(&self, a: &Account, owner: &User) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                insert_account(&mut *tx, a).await?;
+                insert_user(&mut *tx, owner).await?;
                 tx.commit().await.map_err(map_err)
             }
 
@@ -535,7 +638,10 @@ macro_rules! sql_store {
 
             async fn update_user(&self, u: &User) -> StoreResult<()> {
                 let done = sqlx::query(
-                    "UPDATE users SET email = $1, username = $2, first_name = $3, last_name = $4, role = $5, \
+                    // A changed address is no longer a verified one. (SET reads the row as it
+                    // was, so the CASE compares with the old address.)
+                    "UPDATE users SET email_verified_at = CASE WHEN email = $1 THEN email_verified_at ELSE NULL END, \
+                     email = $1, username = $2, first_name = $3, last_name = $4, role = $5, \
                      password_verifier = $6, md5_verifier = $7, sha1_verifier = $8, updated_at = $9 \
                      WHERE account_id = $10 AND id = $11",
                 )
@@ -970,6 +1076,60 @@ macro_rules! sql_store {
                 Ok(Some(applied))
             }
 
+            async fn record_audit(&self, e: &AuditEntry) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log (id, at, action, account_id, actor_key_id, actor_user_id, object_type, \
+                     object_id, client_addr, request_id, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&e.id)
+                .bind(to_ms(e.at))
+                .bind(&e.action)
+                .bind(e.account_id.as_ref().map(|a| a.as_str()))
+                .bind(e.actor_key_id.as_ref().map(|k| k.as_str()))
+                .bind(e.actor_user_id.as_ref().map(|u| u.as_str()))
+                .bind(&e.object_type)
+                .bind(e.object_id.as_deref())
+                .bind(e.client_addr.as_deref())
+                .bind(e.request_id.as_deref())
+                .bind(e.details.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEntry>> {
+                let mut count = sqlx::QueryBuilder::<$Db>::new("SELECT COUNT(*) AS n FROM audit_log");
+                push_audit_filter(&mut count, filter);
+                let total = int(&count.build().fetch_one(&self.pool).await.map_err(map_err)?, "n")?;
+                let mut q = sqlx::QueryBuilder::<$Db>::new(
+                    "SELECT id, at, action, account_id, actor_key_id, actor_user_id, object_type, object_id, \
+                     client_addr, request_id, details FROM audit_log",
+                );
+                push_audit_filter(&mut q, filter);
+                if let Some(after) = &page.after {
+                    q.push(" AND id < ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit as i64 + 1);
+                let rows = q.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                let has_more = rows.len() > page.limit as usize;
+                let items = rows
+                    .iter()
+                    .take(page.limit as usize)
+                    .map(audit_from_row)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok(Page { items, total: total as u64, has_more })
+            }
+
+            async fn purge_audit(&self, before: OffsetDateTime) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+                    .bind(to_ms(before))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+
             async fn usage_by_day(&self, account: &AccountId, from_day: i32, to_day: i32) -> StoreResult<Vec<UsageRow>> {
                 let rows = sqlx::query(
                     "SELECT key_id, day, requests FROM usage_daily WHERE account_id = $1 AND day >= $2 \
@@ -990,6 +1150,142 @@ macro_rules! sql_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn find_users_by_email(&self, email: &str, limit: u32) -> StoreResult<Vec<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = $1 ORDER BY created_at, id LIMIT $2");
+                let rows = sqlx::query(&sql)
+                    .bind(email.trim().to_ascii_lowercase())
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                rows.iter().map(user_from_row).collect()
+            }
+
+            async fn mark_email_verified(&self, account: &AccountId, user: &UserId, at: OffsetDateTime) -> StoreResult<()> {
+                let done = sqlx::query("UPDATE users SET email_verified_at = $1 WHERE account_id = $2 AND id = $3")
+                    .bind(to_ms(at))
+                    .bind(account.as_str())
+                    .bind(user.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn create_session(&self, s: &Session) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO dashboard_sessions (token_hash, account_id, user_id, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&s.token_hash)
+                .bind(s.account_id.as_str())
+                .bind(s.user_id.as_str())
+                .bind(to_ms(s.created_at))
+                .bind(to_ms(s.expires_at))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn find_session(&self, token_hash: &str, now: OffsetDateTime) -> StoreResult<Session> {
+                let sql = format!("SELECT {SESSION_COLUMNS} FROM dashboard_sessions WHERE token_hash = $1 AND expires_at > $2");
+                let row = sqlx::query(&sql)
+                    .bind(token_hash)
+                    .bind(to_ms(now))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                session_from_row(&row)
+            }
+
+            async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM dashboard_sessions WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn delete_user_sessions(&self, account: &AccountId, user: &UserId) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM dashboard_sessions WHERE account_id = $1 AND user_id = $2")
+                    .bind(account.as_str())
+                    .bind(user.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn prune_dashboard(&self, now: OffsetDateTime) -> StoreResult<u64> {
+                let mut n = 0;
+                for table in ["dashboard_sessions", "dashboard_links"] {
+                    let done = sqlx::query(&format!("DELETE FROM {table} WHERE expires_at <= $1"))
+                        .bind(to_ms(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                    n += done.rows_affected();
+                }
+                Ok(n)
+            }
+
+            async fn create_email_link(&self, l: &EmailLink) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO dashboard_links (token_hash, purpose, account_id, user_id, email, role, created_by, \
+                     created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&l.token_hash)
+                .bind(l.purpose.as_str())
+                .bind(l.account_id.as_str())
+                .bind(l.user_id.as_ref().map(|u| u.as_str()))
+                .bind(&l.email)
+                .bind(l.role.map(|r| r.as_str()))
+                .bind(l.created_by.as_ref().map(|u| u.as_str()))
+                .bind(to_ms(l.created_at))
+                .bind(to_ms(l.expires_at))
+                .bind(l.used_at.map(to_ms))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn find_email_link(&self, token_hash: &str, purpose: LinkPurpose, now: OffsetDateTime) -> StoreResult<EmailLink> {
+                let sql = format!(
+                    "SELECT {LINK_COLUMNS} FROM dashboard_links WHERE token_hash = $1 AND purpose = $2 \
+                     AND used_at IS NULL AND expires_at > $3"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(token_hash)
+                    .bind(purpose.as_str())
+                    .bind(to_ms(now))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                link_from_row(&row)
+            }
+
+            async fn use_email_link(&self, token_hash: &str, purpose: LinkPurpose, now: OffsetDateTime) -> StoreResult<EmailLink> {
+                // One statement claims the link: of two uses at once, only one gets a row back.
+                let sql = format!(
+                    "UPDATE dashboard_links SET used_at = $1 WHERE token_hash = $2 AND purpose = $3 \
+                     AND used_at IS NULL AND expires_at > $1 RETURNING {LINK_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(to_ms(now))
+                    .bind(token_hash)
+                    .bind(purpose.as_str())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                link_from_row(&row)
             }
         }
     };

@@ -4,6 +4,7 @@
 //! behave the same.
 
 pub mod conformance;
+mod dashboard;
 mod models;
 mod oauth;
 mod webhooks;
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 use keygate_core::{AccountId, KeyHash, KeyId, UserId};
 use time::OffsetDateTime;
 
+pub use dashboard::*;
 pub use models::*;
 pub use oauth::*;
 pub use webhooks::*;
@@ -177,4 +179,57 @@ pub trait Store: WebhookStore + OAuthStore + Send + Sync + 'static {
         from_day: i32,
         to_day: i32,
     ) -> StoreResult<Vec<UsageRow>>;
+
+    // The developer dashboard.
+    /// An account and its owner, without a first key: a dashboard sign-up, whose owner makes
+    /// the keys they want (and sees each once).
+    async fn create_account_with_owner(&self, account: &Account, owner: &User) -> StoreResult<()>;
+    /// The users with this email address, in any account (compared ASCII-lower-cased), oldest
+    /// first, at most `limit`.
+    async fn find_users_by_email(&self, email: &str, limit: u32) -> StoreResult<Vec<User>>;
+    /// Records that the user proved they read mail at their current address.
+    async fn mark_email_verified(
+        &self,
+        account: &AccountId,
+        user: &UserId,
+        at: OffsetDateTime,
+    ) -> StoreResult<()>;
+    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    /// The session whose token hashes to `token_hash`, unless it expired before `now`.
+    async fn find_session(&self, token_hash: &str, now: OffsetDateTime) -> StoreResult<Session>;
+    /// Logging out; deleting a session that is gone already is not an error.
+    async fn delete_session(&self, token_hash: &str) -> StoreResult<()>;
+    /// Ends every session of a user (after a password reset); returns how many there were.
+    async fn delete_user_sessions(&self, account: &AccountId, user: &UserId) -> StoreResult<u64>;
+    /// Deletes the sessions and links that expired before `now`; returns how many.
+    async fn prune_dashboard(&self, now: OffsetDateTime) -> StoreResult<u64>;
+    async fn create_email_link(&self, link: &EmailLink) -> StoreResult<()>;
+    /// The unused link whose secret hashes to `token_hash`, unless it expired before `now`,
+    /// without using it (to show the form it leads to).
+    async fn find_email_link(
+        &self,
+        token_hash: &str,
+        purpose: LinkPurpose,
+        now: OffsetDateTime,
+    ) -> StoreResult<EmailLink>;
+    /// Marks the link used at `now` and returns it: once. A second use, or one after expiry,
+    /// is `NotFound`, even when two arrive at the same moment.
+    async fn use_email_link(
+        &self,
+        token_hash: &str,
+        purpose: LinkPurpose,
+        now: OffsetDateTime,
+    ) -> StoreResult<EmailLink>;
+
+    // The audit log.
+    async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Newest first; the page's cursor is the last id of the previous page, and the page holds
+    /// the entries with smaller ids.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEntry>>;
+    /// Deletes the entries older than `before`; returns how many.
+    async fn purge_audit(&self, before: OffsetDateTime) -> StoreResult<u64>;
 }

@@ -592,6 +592,7 @@ mod tests {
                 md5: None,
                 sha1: None,
             },
+            email_verified_at: None,
             created_at: t,
             updated_at: t,
         }

@@ -36,6 +36,16 @@ pub fn matches(phc: &str, candidate: &str) -> bool {
     })
 }
 
+/// Spends the time of one verification when there is no user to verify against, so that how
+/// long a failed login takes does not tell whether the address has an account. Never matches.
+pub fn matches_nobody(candidate: &str) {
+    static NOBODY: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| hash("a password of nobody at all").ok());
+    if let Some(phc) = NOBODY.as_deref() {
+        let _ = matches(phc, candidate);
+    }
+}
+
 pub fn crossbar_md5(username: &str, password: &str) -> String {
     hex::encode(md5::Md5::digest(format!(
         "{}:{password}",

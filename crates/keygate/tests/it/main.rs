@@ -5,15 +5,20 @@
 mod harness;
 
 mod accounts;
+mod audit;
+mod browser_safety;
 mod cli;
 mod credits;
 mod crossbar;
+mod dashboard;
 mod errors;
 mod gateway;
 mod keys;
 mod limits;
 mod oauth;
+mod process;
 mod secrets;
+mod tls;
 mod tokens;
 mod usage;
 mod verify;
