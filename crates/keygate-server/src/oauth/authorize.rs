@@ -10,8 +10,8 @@
 //! (§4.1.2.1); only then do other errors go back to the client.
 //!
 //! `GET /oauth/authorize` and `POST /oauth/authorize` are minimal server-rendered pages on top
-//! of those functions. The user comes from [`session`], the hook the dashboard fills in with
-//! its cookie session; until then nobody is logged in and valid requests are sent to `/login`.
+//! of those functions. The user comes from [`session`], the dashboard's login session; a
+//! browser without one is sent to the dashboard's `/login`, which comes back here.
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -340,19 +340,37 @@ pub fn deny(request: &AuthorizeRequest) -> String {
     .unwrap_or_default()
 }
 
-/// The dashboard session behind a request: the logged-in user and the session's CSRF token,
-/// which the consent form carries back.
+/// The dashboard session behind a request: the logged-in user and the CSRF token the consent
+/// form must carry back.
 pub struct Session {
     pub user: User,
     pub csrf_token: String,
 }
 
-/// HOOK for the dashboard: the user logged in to the dashboard in this browser, if any, with
-/// the session's CSRF token. The dashboard's merge fills this in from its session cookie; on
-/// this branch there are no sessions yet, so nobody is logged in and `GET /oauth/authorize`
-/// sends valid requests to `/login?next=…`.
-pub async fn session(_state: &AppState, _headers: &HeaderMap) -> Option<Session> {
-    None
+/// The user logged in to the dashboard in this browser (its `kg_session` cookie), if any, with
+/// an account that is enabled.
+///
+/// The consent form's CSRF token is derived from the session's own secret: another site can
+/// make the browser send the cookie but cannot read it, so it cannot compute the token, and
+/// the token dies with the session (log out, password reset).
+pub async fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
+    use crate::dashboard::{csrf, session as dashboard_session};
+    let token = csrf::cookie(headers, dashboard_session::COOKIE)?;
+    let found = state
+        .store
+        .find_session(&secret_hash(token), time::OffsetDateTime::now_utc())
+        .await
+        .ok()?;
+    let entry = crate::http::auth::load_user(state, &found.account_id, &found.user_id)
+        .await
+        .ok()?;
+    if entry.account.status != keygate_store::AccountStatus::Active {
+        return None;
+    }
+    Some(Session {
+        user: entry.user.clone(),
+        csrf_token: secret_hash(&format!("keygate/oauth-consent/v1:{token}")),
+    })
 }
 
 /// Where the dashboard's login page is; it comes back to `next` after logging in.
@@ -400,12 +418,16 @@ pub async fn authorize_decision(
         Ok(r) => r,
         Err(err) => return answer_error(err),
     };
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site");
     let Some(session) = session(&state, &headers).await else {
         return see_other(&login_url(&params));
     };
-    let csrf_ok = form.get("csrf_token").is_some_and(|t| {
-        subtle::ConstantTimeEq::ct_eq(t.as_bytes(), session.csrf_token.as_bytes()).into()
-    });
+    let csrf_ok = !cross_site
+        && form.get("csrf_token").is_some_and(|t| {
+            subtle::ConstantTimeEq::ct_eq(t.as_bytes(), session.csrf_token.as_bytes()).into()
+        });
     if !csrf_ok {
         return html(
             StatusCode::FORBIDDEN,
