@@ -188,7 +188,7 @@ def mail_link(server, address: str) -> str:
     raise AssertionError(f"no mail with a link to {address}")
 
 
-def authorize_in_browser(server, account, authorization_url: str) -> str:
+def authorize_in_browser(server, account, authorization_url: str, decision="approve") -> str:
     """What a user does: open the URL, log in, allow. Returns where the browser is sent."""
     browser = requests.Session()
     r = browser.get(authorization_url, allow_redirects=False, timeout=10)
@@ -227,7 +227,7 @@ def authorize_in_browser(server, account, authorization_url: str) -> str:
     )
     assert r.status_code == 403
 
-    form["decision"] = "approve"
+    form["decision"] = decision
     r = browser.post(server.url("/oauth/authorize"), data=form, allow_redirects=False, timeout=10)
     assert r.status_code == 303, r.text
     return r.headers["Location"]
@@ -299,3 +299,20 @@ def test_refresh_tokens_rotate_and_an_old_one_revokes_the_family(server, account
     assert session.get(server.url("/api/v1/auth/me"), timeout=10).status_code == 401
     with pytest.raises(OAuthError):
         session.refresh_token(server.url("/oauth/token"))
+
+
+def test_a_user_who_denies_sends_the_client_access_denied(server, account):
+    client_id, secret = register_client(server, account)
+    session = OAuth2Session(client_id, secret, redirect_uri=REDIRECT, code_challenge_method="S256")
+    url, state = session.create_authorization_url(
+        server.url("/oauth/authorize"), code_verifier=generate_token(64)
+    )
+    back = authorize_in_browser(server, account, url, decision="deny")
+    assert back.startswith(REDIRECT + "?error=access_denied")
+    assert back.endswith(f"&state={state}")
+    consents = requests.get(
+        server.url("/api/v1/oauth/consents"),
+        headers={"Authorization": f"Bearer {account.api_key}"},
+        timeout=10,
+    )
+    assert consents.json() == []
