@@ -321,6 +321,18 @@ pub async fn grant(
         ));
     }
     tracing::info!(client_id = %request.client.id, user_id = %user.id, "OAuth code issued");
+    crate::service::audit::record(
+        state,
+        crate::service::audit::AuditEvent::new(
+            crate::service::audit::action::OAUTH_CONSENT_GRANTED,
+            "oauth_consent",
+            &request.client.id,
+        )
+        .account(Some(&user.account_id))
+        .actor(crate::service::audit::Actor::user(&user.id))
+        .details(serde_json::json!({"scope": scope.to_string()})),
+    )
+    .await;
     let mut pairs = vec![("code", code.as_str())];
     if let Some(s) = &request.state {
         pairs.push(("state", s.as_str()));

@@ -11,6 +11,7 @@ use keygate_core::oauth::{check_redirect_uri, generate_secret, secret_hash, Scop
 use keygate_core::ClientId;
 use keygate_store::OAuthClient;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::auth::{Admin, Principal, Reader};
@@ -18,6 +19,7 @@ use crate::http::error::ApiResult;
 use crate::http::extract::{Json, PathParams, Query};
 use crate::http::paging::{page_headers, page_request};
 use crate::http::ApiError;
+use crate::service::audit::{self, action, AuditEvent};
 use crate::service::{now, rfc3339};
 use crate::state::AppState;
 
@@ -134,6 +136,19 @@ fn validate_scope(who: &Principal, scope: &str) -> ApiResult<String> {
     Ok(set.to_string())
 }
 
+/// Records a change to a client in the audit log (never its secret).
+async fn audit_client(
+    state: &AppState,
+    name: &'static str,
+    client: &OAuthClient,
+    details: serde_json::Value,
+) {
+    let event = AuditEvent::new(name, "oauth_client", &client.id)
+        .account(Some(&client.account_id))
+        .details(details);
+    audit::record(state, event).await;
+}
+
 async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<OAuthClient> {
     let account = who.own_account()?;
     let id = ClientId::parse(id).ok_or_else(|| ApiError::not_found("OAuth client"))?;
@@ -169,6 +184,14 @@ pub async fn create_client(
     };
     state.store.create_oauth_client(&client).await?;
     tracing::info!(client_id = %client.id, "OAuth client registered");
+    audit_client(
+        &state,
+        action::OAUTH_CLIENT_CREATED,
+        &client,
+        json!({"name": client.name, "scope": client.scope, "confidential": client.confidential,
+               "redirect_uris": client.redirect_uris}),
+    )
+    .await;
     let out = ClientWithSecretOut {
         client_secret: secret,
         client: ClientOut::new(&client),
@@ -215,6 +238,16 @@ pub async fn update_client(
     Json(patch): Json<ClientPatch>,
 ) -> ApiResult<axum::Json<ClientOut>> {
     let mut client = load(&state, &who, &id).await?;
+    let mut fields = Vec::new();
+    if patch.name.is_some() {
+        fields.push("name");
+    }
+    if patch.redirect_uris.is_some() {
+        fields.push("redirect_uris");
+    }
+    if patch.scope.is_some() {
+        fields.push("scope");
+    }
     if let Some(name) = patch.name {
         client.name = validate_name(&name)?;
     }
@@ -227,6 +260,13 @@ pub async fn update_client(
     client.updated_at = now();
     state.store.update_oauth_client(&client).await?;
     tracing::info!(client_id = %client.id, "OAuth client updated");
+    audit_client(
+        &state,
+        action::OAUTH_CLIENT_UPDATED,
+        &client,
+        json!({"fields": fields}),
+    )
+    .await;
     Ok(axum::Json(ClientOut::new(&client)))
 }
 
@@ -246,6 +286,13 @@ pub async fn rotate_client_secret(
     client.updated_at = now();
     state.store.update_oauth_client(&client).await?;
     tracing::info!(client_id = %client.id, "OAuth client secret rotated");
+    audit_client(
+        &state,
+        action::OAUTH_CLIENT_SECRET_ROTATED,
+        &client,
+        json!({}),
+    )
+    .await;
     Ok(axum::Json(ClientWithSecretOut {
         client_secret: Some(secret),
         client: ClientOut::new(&client),
@@ -264,7 +311,15 @@ pub async fn delete_client(
         .store
         .delete_oauth_client(&client.account_id, &client.id, now())
         .await?;
+    let denied = issued.len();
     super::deny_access_tokens(&state, issued).await?;
     tracing::info!(client_id = %client.id, "OAuth client deleted");
+    audit_client(
+        &state,
+        action::OAUTH_CLIENT_DELETED,
+        &client,
+        json!({"tokens_denied": denied}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }

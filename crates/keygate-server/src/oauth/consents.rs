@@ -13,6 +13,7 @@ use crate::http::auth::{Principal, Reader, Writer};
 use crate::http::error::ApiResult;
 use crate::http::extract::PathParams;
 use crate::http::ApiError;
+use crate::service::audit::{self, action, AuditEvent};
 use crate::service::{now, rfc3339};
 use crate::state::AppState;
 
@@ -73,7 +74,15 @@ pub async fn revoke_consent(
         Err(StoreError::NotFound) => return Err(ApiError::not_found("Consent")),
         Err(err) => return Err(err.into()),
     };
+    let denied = issued.len();
     super::deny_access_tokens(&state, issued).await?;
     tracing::info!(client_id = %client, "OAuth consent revoked");
+    audit::record(
+        &state,
+        AuditEvent::new(action::OAUTH_CONSENT_REVOKED, "oauth_consent", &client)
+            .account(who.account_id.as_ref())
+            .details(serde_json::json!({"tokens_denied": denied})),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }

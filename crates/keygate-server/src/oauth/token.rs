@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 use super::{
     authenticate_client, deny_access_tokens, no_store, CallingClient, FormParams, OAuthError,
 };
+use crate::service::audit::{self, action, AuditEvent};
 use crate::service::now;
 use crate::state::AppState;
 
@@ -159,13 +160,22 @@ fn stored_scope(s: &str) -> Result<ScopeSet, OAuthError> {
 /// Revokes a grant after a replay, and says so.
 async fn revoke_after_replay(
     state: &AppState,
+    account: &AccountId,
     grant: Option<&GrantId>,
     what: &str,
 ) -> Result<OAuthError, OAuthError> {
     if let Some(grant) = grant {
         let issued = state.store.revoke_oauth_grant(grant, now()).await?;
+        let denied = issued.len();
         deny_access_tokens(state, issued).await?;
         tracing::warn!(grant_id = %grant, "OAuth {what} replayed: the grant is revoked");
+        audit::record(
+            state,
+            AuditEvent::new(action::OAUTH_GRANT_REVOKED, "oauth_grant", grant)
+                .account(Some(account))
+                .details(serde_json::json!({"reason": format!("{what} replayed"), "tokens_denied": denied})),
+        )
+        .await;
     }
     Ok(OAuthError::invalid_grant(format!(
         "this {what} was already used; the tokens issued with it are revoked"
@@ -191,7 +201,9 @@ async fn authorization_code(
         ));
     }
     if code.used_at.is_some() {
-        return Err(revoke_after_replay(state, code.grant_id.as_ref(), "code").await?);
+        return Err(
+            revoke_after_replay(state, &code.account_id, code.grant_id.as_ref(), "code").await?,
+        );
     }
     let at = now();
     if code.expires_at <= at {
@@ -248,7 +260,9 @@ async fn authorization_code(
     if !won {
         // Another request redeemed it just now: that is a replay too.
         let code = state.store.get_authorization_code(&code_hash).await?;
-        return Err(revoke_after_replay(state, code.grant_id.as_ref(), "code").await?);
+        return Err(
+            revoke_after_replay(state, &code.account_id, code.grant_id.as_ref(), "code").await?,
+        );
     }
     tracing::info!(client_id = %client.id, grant_id = %grant.id, "OAuth code redeemed");
     Ok(token_out(state, access, Some(refresh_plain)))
@@ -278,7 +292,13 @@ async fn refresh_token(
         return Err(OAuthError::invalid_grant("this refresh token was revoked"));
     }
     if found.token.used_at.is_some() {
-        return Err(revoke_after_replay(state, Some(&grant.id), "refresh token").await?);
+        return Err(revoke_after_replay(
+            state,
+            &grant.account_id,
+            Some(&grant.id),
+            "refresh token",
+        )
+        .await?);
     }
     let at = now();
     if found.token.expires_at <= at {
@@ -311,7 +331,13 @@ async fn refresh_token(
         .rotate_refresh_token(&old_hash, &next, &access.record)
         .await?
     {
-        return Err(revoke_after_replay(state, Some(&grant.id), "refresh token").await?);
+        return Err(revoke_after_replay(
+            state,
+            &grant.account_id,
+            Some(&grant.id),
+            "refresh token",
+        )
+        .await?);
     }
     Ok(token_out(state, access, Some(refresh_plain)))
 }

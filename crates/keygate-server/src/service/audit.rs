@@ -91,12 +91,21 @@ pub mod action {
     pub const WEBHOOK_ENDPOINT_DELETED: &str = "webhook.endpoint.deleted";
     pub const WEBHOOK_SECRET_ROTATED: &str = "webhook.endpoint.secret_rotated";
 
-    // Reserved for the features that record them (objects `oauth_client`, `oauth_consent`).
+    // OAuth (objects `oauth_client`, `oauth_consent` and `oauth_grant`, by the client's or the
+    // grant's id).
+    /// `details.name`, `details.scope`, `details.confidential`, `details.redirect_uris`.
     pub const OAUTH_CLIENT_CREATED: &str = "oauth.client.created";
+    /// `details.fields`.
     pub const OAUTH_CLIENT_UPDATED: &str = "oauth.client.updated";
+    pub const OAUTH_CLIENT_SECRET_ROTATED: &str = "oauth.client.secret_rotated";
+    /// `details.tokens_denied`: the unexpired access tokens it ended.
     pub const OAUTH_CLIENT_DELETED: &str = "oauth.client.deleted";
+    /// `details.scope`; the actor is the user who clicked Allow.
     pub const OAUTH_CONSENT_GRANTED: &str = "oauth.consent.granted";
+    /// `details.tokens_denied`.
     pub const OAUTH_CONSENT_REVOKED: &str = "oauth.consent.revoked";
+    /// A code or refresh token was presented again: its grant is revoked (`details.reason`).
+    pub const OAUTH_GRANT_REVOKED: &str = "oauth.grant.revoked";
 }
 
 /// Who did an act: the key it was done with and the user it speaks for.

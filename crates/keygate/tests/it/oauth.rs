@@ -150,6 +150,14 @@ async fn introspect(srv: &TestServer, c: &Client, token: &str) -> Value {
     r.body
 }
 
+/// The audit entries of `action` that `key`'s account sees.
+async fn audited(srv: &TestServer, key: &str, action: &str) -> Vec<Value> {
+    let body = srv
+        .get_ok(&format!("/api/v1/audit-log?action={action}&limit=100"), key)
+        .await;
+    body.as_array().cloned().unwrap_or_default()
+}
+
 fn oauth_error(r: &Resp) -> &str {
     r.body["error"]
         .as_str()
@@ -221,6 +229,13 @@ on_both_backends! {
         assert_eq!(srv.send(Method::DELETE, &format!("/api/v1/oauth/clients/{id}"), Some(&acct.key), None).await.status, 204);
         assert_eq!(srv.get(&format!("/api/v1/oauth/clients/{id}"), &acct.key).await.status, 404);
         assert_eq!(srv.get("/api/v1/auth/me", &token).await.status, 401, "a deleted client's tokens stop working");
+
+        for action in ["oauth.client.created", "oauth.client.updated", "oauth.client.secret_rotated", "oauth.client.deleted"] {
+            let entries = audited(&srv, &acct.key, action).await;
+            assert!(entries.iter().any(|e| e["object"]["id"] == id.as_str()), "{action} audited: {entries:?}");
+        }
+        let created = &audited(&srv, &acct.key, "oauth.client.created").await[0];
+        assert!(!created.to_string().contains("kgcs_"), "no secret in the audit log");
     }
 
     async fn client_credentials_work_with_basic_and_with_form_authentication(srv) {
@@ -401,6 +416,11 @@ on_both_backends! {
         assert_eq!(srv.get("/api/v1/auth/me", &access).await.status, 401);
         let r = refresh(&srv, &c, &refresh_token).await;
         assert_eq!((r.status, oauth_error(&r)), (400, "invalid_grant"), "its refresh token is revoked too");
+        let revoked = audited(&srv, &acct.key, "oauth.grant.revoked").await;
+        assert_eq!(revoked.len(), 1, "{revoked:?}");
+        assert_eq!(revoked[0]["details"]["reason"], "code replayed");
+        let granted = audited(&srv, &acct.key, "oauth.consent.granted").await;
+        assert_eq!(granted[0]["object"]["id"], c.id.as_str());
     }
 
     async fn refresh_tokens_rotate_and_reusing_an_old_one_revokes_the_family(srv) {
