@@ -69,6 +69,10 @@ macro_rules! typed_id {
 typed_id!(AccountId, "acct_");
 typed_id!(UserId, "user_");
 typed_id!(KeyId, "key_");
+typed_id!(EndpointId, "ep_");
+// An event, and the `webhook-id` of every delivery of it (Standard Webhooks' `msg_` ids).
+typed_id!(EventId, "msg_");
+typed_id!(DeliveryId, "dlv_");
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,6 @@ pub mod key;
 pub mod scope;
 pub mod webhook;
 
-pub use id::{AccountId, KeyId, UserId};
+pub use id::{AccountId, DeliveryId, EndpointId, EventId, KeyId, UserId};
 pub use key::{Environment, KeyFormatError, KeyHash, ParsedKey};
 pub use scope::Scope;

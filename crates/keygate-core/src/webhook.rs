@@ -604,6 +604,46 @@ fn parse_host_name(name: &str) -> Result<Host, UrlError> {
     Ok(Host::Domain(lower))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Event types and endpoint filters
+// ---------------------------------------------------------------------------------------------
+
+/// The longest event type accepted.
+pub const MAX_EVENT_TYPE_LEN: usize = 128;
+
+/// Event types are dotted names such as `post.created` or `key.revoked`: ASCII letters, digits,
+/// `_` and `-` in segments separated by single dots.
+pub fn is_valid_event_type(event_type: &str) -> bool {
+    !event_type.is_empty()
+        && event_type.len() <= MAX_EVENT_TYPE_LEN
+        && event_type.split('.').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// An endpoint's filter entry: an event type, `prefix.*` (every type under that prefix) or `*`.
+pub fn is_valid_event_filter(filter: &str) -> bool {
+    match filter.strip_suffix(".*") {
+        _ if filter == "*" => true,
+        Some(prefix) => is_valid_event_type(prefix),
+        None => is_valid_event_type(filter),
+    }
+}
+
+/// Whether an endpoint with these filters receives `event_type`. No filters: every event.
+pub fn subscribes(filters: &[String], event_type: &str) -> bool {
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            f == "*"
+                || f == event_type
+                || f.strip_suffix('*')
+                    .is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1237,5 +1277,40 @@ mod tests {
         let url = format!("{prefix}{}", "a".repeat(MAX_URL_LEN - prefix.len()));
         assert_eq!(url.len(), MAX_URL_LEN);
         assert!(check_url(&url).is_ok());
+    }
+
+    #[test]
+    fn event_types_are_dotted_names() {
+        for ok in ["post.created", "key.revoked", "a", "campaign_2.started-now"] {
+            assert!(is_valid_event_type(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".a",
+            "a.",
+            "a..b",
+            "a b",
+            "a/b",
+            "é.x",
+            &"x".repeat(129),
+        ] {
+            assert!(!is_valid_event_type(bad), "{bad}");
+        }
+        assert!(is_valid_event_filter("*"));
+        assert!(is_valid_event_filter("key.*"));
+        assert!(!is_valid_event_filter("key*"));
+        assert!(!is_valid_event_filter(".*"));
+    }
+
+    #[test]
+    fn filters_match_exact_types_prefixes_and_everything() {
+        let filters = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(subscribes(&[], "post.created"));
+        assert!(subscribes(&filters(&["*"]), "post.created"));
+        assert!(subscribes(&filters(&["post.created"]), "post.created"));
+        assert!(!subscribes(&filters(&["post.created"]), "post.published"));
+        assert!(subscribes(&filters(&["key.*"]), "key.revoked"));
+        assert!(!subscribes(&filters(&["key.*"]), "keys.revoked"));
+        assert!(!subscribes(&filters(&["key.*"]), "key"));
     }
 }

@@ -16,6 +16,7 @@ pub mod service;
 pub mod state;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -66,6 +67,7 @@ fn all_routes() -> OpenApiRouter<AppState> {
         .merge(ops::routes())
         .merge(api::routes())
         .merge(crossbar::routes())
+        .merge(webhooks::routes())
 }
 
 /// The OpenAPI document of every route, built from the handlers' annotations.
@@ -159,10 +161,22 @@ pub fn start_with(
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let flusher = tokio::spawn(flush_usage(state.clone(), stopped.clone()));
+    // The webhook worker finishes or releases its leases on shutdown, before the process exits.
+    let deliveries = tokio::spawn(webhooks::worker::run(state.clone(), stopped.clone()));
+    tokio::spawn(webhooks::worker::housekeeping(
+        state.clone(),
+        stopped.clone(),
+    ));
     tokio::spawn(revocation::follow(state.clone(), stopped.clone()));
     let subscriber = state.bus.as_ref().map(|bus| {
         let waker = state.clone();
         bus.subscribe(revocation::CHANNEL, move || waker.feed_wakeup.notify_one())
+    });
+    let webhook_subscriber = state.bus.as_ref().map(|bus| {
+        let waker = state.clone();
+        bus.subscribe(webhooks::events::CHANNEL, move || {
+            waker.webhook_wakeup.notify_one()
+        })
     });
     let mut serve_stopped = stopped.clone();
     let task = tokio::spawn(async move {
@@ -176,7 +190,8 @@ pub fn start_with(
         let result = serving.await;
         // The flusher writes what is left once the server has stopped taking requests.
         flusher.await.ok();
-        if let Some(s) = subscriber {
+        deliveries.await.ok();
+        for s in [subscriber, webhook_subscriber].into_iter().flatten() {
             s.abort();
         }
         result.map_err(Into::into)

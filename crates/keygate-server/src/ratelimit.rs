@@ -168,6 +168,16 @@ pub async fn apply_limits(
     let retry_after = info
         .as_ref()
         .map(|i| i.decision.retry_after.unwrap_or(i.quota.period()));
+    if denied {
+        if let Some(info) = &info {
+            crate::webhooks::events::rate_limit_exceeded(
+                state,
+                &account.id,
+                who.key_id().map(|k| k.as_str()),
+                info.quota.limit(),
+            );
+        }
+    }
     if let (Some(slot), Some(info)) = (slot, info) {
         slot.put(info);
     }

@@ -81,6 +81,24 @@ pub struct Config {
     pub dashboard: crate::dashboard::DashboardConfig,
     /// Where the dashboard's mail goes: SMTP, or files under `data_dir/mail`.
     pub mail: crate::mailer::MailConfig,
+    /// Deliver webhooks to private, loopback and link-local addresses too (development only).
+    pub webhooks_allow_private: bool,
+    /// The deadline of one webhook attempt, connection to last byte read.
+    pub webhook_timeout: Duration,
+    /// How long a claimed delivery stays with its worker; after that another may take it.
+    /// Longer than `webhook_timeout`, so a live worker never loses one mid-attempt.
+    pub webhook_lease: Duration,
+    /// Attempts one node makes at once.
+    pub webhook_concurrency: usize,
+    /// How often a worker looks for due deliveries when nothing woke it.
+    pub webhook_poll_interval: Duration,
+    /// An endpoint whose every attempt has failed for this long is disabled.
+    pub webhook_disable_after: Duration,
+    /// Delivered events, their deliveries and attempts are kept this long.
+    pub webhook_retention: Duration,
+    /// `credits.low` fires when a debit leaves less than this; `None`: a tenth of the plan's
+    /// monthly credits.
+    pub credits_low_threshold: Option<u64>,
 }
 
 impl Config {
@@ -106,6 +124,14 @@ impl Config {
             route_costs: Vec::new(),
             dashboard: crate::dashboard::DashboardConfig::default(),
             mail: crate::mailer::MailConfig::default(),
+            webhooks_allow_private: false,
+            webhook_timeout: Duration::from_secs(15),
+            webhook_lease: Duration::from_secs(60),
+            webhook_concurrency: 64,
+            webhook_poll_interval: Duration::from_secs(1),
+            webhook_disable_after: Duration::from_secs(5 * 24 * 3600),
+            webhook_retention: Duration::from_secs(30 * 24 * 3600),
+            credits_low_threshold: None,
         }
     }
 
@@ -141,6 +167,15 @@ pub struct Inner {
     pub refilled: moka::sync::Cache<(keygate_core::AccountId, String), ()>,
     /// Sends the dashboard's mail (verification, password reset, invitations).
     pub mailer: Arc<dyn crate::mailer::Mailer>,
+    /// Wakes this node's webhook worker: an event was just enqueued (here or, via Redis,
+    /// elsewhere).
+    pub webhook_wakeup: tokio::sync::Notify,
+    /// This process's name on the webhook leases it holds; new at every start.
+    pub webhook_owner: String,
+    /// Accounts told about a `ratelimit.exceeded` in the last minute, by this node.
+    pub ratelimit_notices: moka::sync::Cache<keygate_core::AccountId, ()>,
+    /// (account, month) pairs whose `credits.low` notice this node checked in the last hour.
+    pub low_credit_notices: moka::sync::Cache<(keygate_core::AccountId, String), ()>,
 }
 
 impl Deref for AppState {
@@ -209,6 +244,16 @@ impl AppState {
             bus,
             feed_wakeup: tokio::sync::Notify::new(),
             refilled: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            webhook_wakeup: tokio::sync::Notify::new(),
+            webhook_owner: format!("node_{}", uuid::Uuid::new_v4().simple()),
+            ratelimit_notices: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+            low_credit_notices: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),

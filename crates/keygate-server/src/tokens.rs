@@ -144,6 +144,20 @@ impl TokenService {
         self.master.derive(b"keygate/crossbar-credentials/v1")
     }
 
+    /// Seals a secret Keygate must be able to read back (webhook signing secrets) with the
+    /// master key; `purpose` is bound into the ciphertext.
+    pub fn seal_secret(&self, purpose: &str, plaintext: &[u8]) -> anyhow::Result<String> {
+        self.master
+            .seal_secret(purpose, plaintext)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    pub fn open_secret(&self, purpose: &str, sealed: &str) -> anyhow::Result<Vec<u8>> {
+        self.master
+            .open_secret(purpose, sealed)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
     pub fn issuer(&self) -> &str {
         &self.issuer
     }

@@ -11,6 +11,7 @@ mod queries;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod webhook_queries;
 
 use std::sync::Arc;
 

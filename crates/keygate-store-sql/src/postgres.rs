@@ -8,7 +8,7 @@ use sqlx::{Executor, Postgres};
 
 use crate::migrate::{migrations, statements, Migration, CREATE_TABLE};
 
-const MIGRATIONS: &[Migration] = migrations!("postgres": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 7 => "0007_dashboard.sql");
+const MIGRATIONS: &[Migration] = migrations!("postgres": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 5 => "0005_webhooks.sql", 7 => "0007_dashboard.sql");
 
 /// Arbitrary, fixed: the advisory lock every Keygate node takes to migrate.
 const MIGRATION_LOCK: i64 = 0x006b_6579_6761_7465;
@@ -81,3 +81,4 @@ async fn apply(conn: &mut sqlx::PgConnection) -> keygate_store::StoreResult<()> 
 }
 
 crate::queries::sql_store!(PgStore, Postgres);
+crate::webhook_queries::sql_webhook_store!(PgStore, Postgres, " FOR UPDATE SKIP LOCKED");

@@ -9,7 +9,7 @@ use sqlx::{Executor, Sqlite, SqlitePool};
 
 use crate::migrate::{migrations, statements, Migration, CREATE_TABLE};
 
-const MIGRATIONS: &[Migration] = migrations!("sqlite": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 7 => "0007_dashboard.sql");
+const MIGRATIONS: &[Migration] = migrations!("sqlite": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 5 => "0005_webhooks.sql", 7 => "0007_dashboard.sql");
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -80,3 +80,4 @@ async fn apply(conn: &mut sqlx::SqliteConnection) -> keygate_store::StoreResult<
 }
 
 crate::queries::sql_store!(SqliteStore, Sqlite);
+crate::webhook_queries::sql_webhook_store!(SqliteStore, Sqlite, "");

@@ -10,6 +10,7 @@
 //! are built from whole milliseconds because that is what the backends keep.
 
 mod dashboard;
+pub mod webhooks;
 
 use std::fmt::Debug;
 use std::future::{poll_fn, Future};
@@ -76,6 +77,8 @@ pub async fn run_all(store: &dyn Store) {
 
     signing_keys_are_listed_in_creation_order_with_every_field(store).await;
     rotation_retires_the_older_keys_only_and_keeps_earlier_retirements(store).await;
+
+    webhooks::run_all(store).await;
 
     the_revocation_feed_hands_out_entries_in_id_order_after_a_cursor(store).await;
     only_unexpired_token_revocations_are_in_force(store).await;

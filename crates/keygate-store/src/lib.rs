@@ -6,6 +6,7 @@
 pub mod conformance;
 mod dashboard;
 mod models;
+mod webhooks;
 
 use async_trait::async_trait;
 use keygate_core::{AccountId, KeyHash, KeyId, UserId};
@@ -13,6 +14,7 @@ use time::OffsetDateTime;
 
 pub use dashboard::*;
 pub use models::*;
+pub use webhooks::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -56,7 +58,7 @@ pub struct UsageIncrement {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     /// Which backend this is, for logs and `/readyz`.
     fn backend_name(&self) -> &'static str;
     /// Applies the migrations this binary knows and the database has not seen.

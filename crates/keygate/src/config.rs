@@ -77,6 +77,10 @@ pub struct Common {
     /// The From of the dashboard's mail, e.g. "Acme <no-reply@acme.example>".
     #[arg(long, env = "KEYGATE_MAIL_FROM")]
     pub mail_from: Option<String>,
+    /// Deliver webhooks to private, loopback and link-local addresses too (development only)
+    /// [or [webhooks] allow_private].
+    #[arg(long, env = "KEYGATE_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
 }
 
 /// The file's shape. Unknown keys are errors: a typo should not silently do nothing.
@@ -124,6 +128,22 @@ struct FileConfig {
     smtp_password: Option<String>,
     smtp_tls: Option<String>,
     mail_from: Option<String>,
+    /// `credits.low` fires below this balance [default: a tenth of the plan's monthly credits].
+    credits_low_threshold: Option<u64>,
+    webhooks: Option<WebhooksFile>,
+}
+
+/// `[webhooks]`: delivery settings.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct WebhooksFile {
+    allow_private: Option<bool>,
+    timeout_seconds: Option<u64>,
+    lease_seconds: Option<u64>,
+    concurrency: Option<usize>,
+    poll_interval_ms: Option<u64>,
+    disable_after_hours: Option<u64>,
+    retention_days: Option<u64>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -375,6 +395,61 @@ impl Common {
             server.auth_failure_limit = q.parse().map_err(|e| {
                 anyhow::anyhow!("{}: {e}; got {q:?}", from_file("auth_failure_limit"))
             })?;
+        }
+        server.credits_low_threshold = file.credits_low_threshold;
+        let hooks = file.webhooks.unwrap_or_default();
+        server.webhooks_allow_private =
+            self.webhooks_allow_private || hooks.allow_private.unwrap_or(false);
+        if let Some(secs) = hooks.timeout_seconds {
+            anyhow::ensure!(
+                (1..=300).contains(&secs),
+                "{}: expected 1 to 300 seconds, got {secs}",
+                from_file("webhooks.timeout_seconds")
+            );
+            server.webhook_timeout = Duration::from_secs(secs);
+        }
+        server.webhook_lease = match hooks.lease_seconds {
+            Some(secs) => Duration::from_secs(secs),
+            None => (server.webhook_timeout * 2).max(server.webhook_lease),
+        };
+        anyhow::ensure!(
+            server.webhook_lease > server.webhook_timeout,
+            "{}: must be longer than webhooks.timeout_seconds ({} s), got {} s",
+            from_file("webhooks.lease_seconds"),
+            server.webhook_timeout.as_secs(),
+            server.webhook_lease.as_secs()
+        );
+        if let Some(n) = hooks.concurrency {
+            anyhow::ensure!(
+                (1..=10_000).contains(&n),
+                "{}: expected 1 to 10000, got {n}",
+                from_file("webhooks.concurrency")
+            );
+            server.webhook_concurrency = n;
+        }
+        if let Some(ms) = hooks.poll_interval_ms {
+            anyhow::ensure!(
+                (10..=60_000).contains(&ms),
+                "{}: expected 10 to 60000 ms, got {ms}",
+                from_file("webhooks.poll_interval_ms")
+            );
+            server.webhook_poll_interval = Duration::from_millis(ms);
+        }
+        if let Some(hours) = hooks.disable_after_hours {
+            anyhow::ensure!(
+                hours >= 1,
+                "{}: expected at least 1 hour",
+                from_file("webhooks.disable_after_hours")
+            );
+            server.webhook_disable_after = Duration::from_secs(hours * 3600);
+        }
+        if let Some(days) = hooks.retention_days {
+            anyhow::ensure!(
+                days >= 1,
+                "{}: expected at least 1 day",
+                from_file("webhooks.retention_days")
+            );
+            server.webhook_retention = Duration::from_secs(days * 86_400);
         }
         for (route, cost) in file.costs {
             let (method, prefix) = route

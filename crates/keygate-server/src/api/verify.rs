@@ -136,6 +136,14 @@ pub async fn verify_key(
             });
         }
         if denied {
+            if let Some(limit) = out.ratelimit.as_ref().map(|r| r.limit) {
+                crate::webhooks::events::rate_limit_exceeded(
+                    &state,
+                    &account.id,
+                    Some(k.id.as_str()),
+                    limit,
+                );
+            }
             out.code = "RATE_LIMITED";
             return Ok(axum::Json(out));
         }

@@ -108,7 +108,11 @@ pub async fn debit(
         key_id.cloned(),
     );
     match state.store.apply_credit(&e).await? {
-        CreditOutcome::Applied(e) | CreditOutcome::Duplicate(e) => Ok(e),
+        CreditOutcome::Applied(e) => {
+            crate::webhooks::events::credits_debited(state, account, plan, e.balance_after).await;
+            Ok(e)
+        }
+        CreditOutcome::Duplicate(e) => Ok(e),
         CreditOutcome::Insufficient { available } => Err(ApiError::InsufficientCredits {
             needed: cost,
             available,

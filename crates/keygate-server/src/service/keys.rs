@@ -124,6 +124,7 @@ pub async fn create_key(
     state.store.create_key(&record).await?;
     state.caches.forget_unknown(&record.hash);
     tracing::info!(key_id = %record.id, scope = %record.scope, "api key created");
+    crate::webhooks::events::key_created(state, &record).await;
     Ok((record, generated))
 }
 
@@ -145,6 +146,7 @@ pub async fn revoke_key(state: &AppState, mut key: ApiKey) -> Result<ApiKey, Api
         key.revoked_at = Some(now());
         save_key(state, &key).await?;
         tracing::info!(key_id = %key.id, "api key revoked");
+        crate::webhooks::events::key_revoked(state, &key).await;
     }
     Ok(key)
 }
@@ -194,6 +196,7 @@ pub async fn roll_key(
     state.caches.forget_unknown(&new.hash);
     forget_key(state, &old).await?;
     tracing::info!(old_key_id = %old.id, new_key_id = %new.id, grace_seconds, "api key rolled");
+    crate::webhooks::events::key_rolled(state, &old, &new).await;
     Ok((new, generated))
 }
 

@@ -100,6 +100,7 @@ pub async fn create_user(
 ) -> Result<User, ApiError> {
     let user = build_user(state, account, new).await?;
     state.store.create_user(&user).await?;
+    crate::webhooks::events::user_created(state, &user).await;
     Ok(user)
 }
 

@@ -17,3 +17,5 @@ mod secrets;
 mod tokens;
 mod usage;
 mod verify;
+mod webhook_durability;
+mod webhooks;
