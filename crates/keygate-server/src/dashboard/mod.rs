@@ -132,6 +132,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/usage", get(usage::usage_page))
         .route("/account", get(account::account_page))
         .route("/account/invites", post(account::invite_user))
+        .route("/account/users/{id}/role", post(account::change_role))
+        .route(
+            "/account/users/{id}/remove",
+            get(account::confirm_remove).post(account::remove_user),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             csrf::ensure_cookie,
