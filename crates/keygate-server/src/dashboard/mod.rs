@@ -15,7 +15,7 @@ mod auth;
 pub mod csrf;
 mod keys;
 mod links;
-mod page;
+pub mod page;
 pub mod session;
 mod usage;
 
