@@ -1,6 +1,8 @@
 //! Keygate's HTTP server. One router serves the native API (`/api/v1`), the operations
 //! endpoints and, as later features land, the Crossbar-compatible API, OAuth and the dashboard.
-//! [`start`] runs it on a listener with its background tasks and shuts both down in order.
+//! [`start`] runs it on a listener with its background tasks and shuts both down in order:
+//! stop accepting, drain requests (bounded), then stop the background tasks, which finish
+//! their last round (the final usage flush among them).
 
 pub mod api;
 pub mod cache;
@@ -12,12 +14,15 @@ pub mod mailer;
 pub mod ops;
 pub mod ratelimit;
 pub mod revocation;
+pub mod serve;
 pub mod service;
 pub mod state;
+pub mod tls;
 pub mod tokens;
 pub mod usage;
 pub mod webhooks;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -75,25 +80,44 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     all_routes().split_for_parts().1
 }
 
+/// The server's router. Layers, from the outside in: request id, client address and access log
+/// → security headers → panics as 500 → CORS (when origins are configured) → refusal of
+/// plaintext credentials (when configured) → request timeout → rate-limit headers → routes.
 pub fn router(state: AppState) -> Router {
+    use axum::middleware::{from_fn, from_fn_with_state};
     let (router, _) = all_routes().split_for_parts();
-    router
+    let router = router
         .merge(dashboard::routes(&state))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(ratelimit::rate_limit_headers))
+        .layer(from_fn(ratelimit::rate_limit_headers))
+        .layer(from_fn_with_state(
+            state.config.request_timeout,
+            http::security::request_timeout,
+        ))
+        .layer(from_fn_with_state(
+            state.config.refuse_plaintext_credentials,
+            http::security::refuse_plaintext_credentials,
+        ));
+    let router = match http::security::cors_layer(&state.config.cors_allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(axum::middleware::from_fn(
+        .layer(from_fn(http::security::security_headers))
+        .layer(from_fn_with_state(
+            state.clone(),
             http::request_id::request_id_and_log,
         ))
         .with_state(state)
 }
 
 /// Answers in the shape of the surface the path belongs to.
-fn surface_error(uri: &Uri, err: ApiError) -> Response {
+pub(crate) fn surface_error(uri: &Uri, err: ApiError) -> Response {
     if crossbar::owns(uri.path()) {
         crossbar::CbError(err).into_response()
     } else {
@@ -159,15 +183,35 @@ pub fn start_with(
     app: Router,
 ) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
+    let config = &state.config;
+    let tls = match &config.tls {
+        Some(source) => Some(tls::Tls::load(source, &config.data_dir)?),
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
-    let flusher = tokio::spawn(flush_usage(state.clone(), stopped.clone()));
-    // The webhook worker finishes or releases its leases on shutdown, before the process exits.
-    let deliveries = tokio::spawn(webhooks::worker::run(state.clone(), stopped.clone()));
-    tokio::spawn(webhooks::worker::housekeeping(
-        state.clone(),
-        stopped.clone(),
-    ));
-    tokio::spawn(revocation::follow(state.clone(), stopped.clone()));
+    let mut background = Background::new();
+    background.spawn("usage flush", |stop| flush_usage(state.clone(), stop));
+    background.spawn("revocation feed", |stop| {
+        revocation::follow(state.clone(), stop)
+    });
+    background.spawn("audit retention", |stop| {
+        service::audit::purge_periodically(state.clone(), stop)
+    });
+    if let Some(tls) = &tls {
+        let cert = tls.cert.clone();
+        background.spawn("certificate reload", |stop| {
+            tls::watch_certificate(cert, stop)
+        });
+    }
+    // The webhook worker finishes or releases its leases when told to stop, before the
+    // process exits.
+    background.spawn("webhook delivery", |stop| {
+        webhooks::worker::run(state.clone(), stop)
+    });
+    background.spawn("webhook housekeeping", |stop| {
+        webhooks::worker::housekeeping(state.clone(), stop)
+    });
+    // Later features register their workers here the same way.
     let subscriber = state.bus.as_ref().map(|bus| {
         let waker = state.clone();
         bus.subscribe(revocation::CHANNEL, move || waker.feed_wakeup.notify_one())
@@ -178,26 +222,66 @@ pub fn start_with(
             waker.webhook_wakeup.notify_one()
         })
     });
-    let mut serve_stopped = stopped.clone();
+    let limits = serve::ServeLimits {
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+        shutdown_timeout: config.shutdown_timeout,
+    };
+    let background_bound = config.shutdown_timeout;
     let task = tokio::spawn(async move {
-        let serving = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = serve_stopped.wait_for(|s| *s).await;
-        });
-        let result = serving.await;
-        // The flusher writes what is left once the server has stopped taking requests.
-        flusher.await.ok();
-        deliveries.await.ok();
+        let result = serve::serve(listener, app, tls, limits, stopped).await;
+        // Every request has ended: what they counted is all in memory, so the background
+        // tasks' last round (the final usage flush) writes all of it.
+        background.stop(background_bound).await;
         for s in [subscriber, webhook_subscriber].into_iter().flatten() {
             s.abort();
         }
-        result.map_err(Into::into)
+        result
     });
-    tracing::info!(%addr, database = state.store.backend_name(), "keygate listening");
+    tracing::info!(%addr, tls = config.tls_enabled(), database = state.store.backend_name(), "keygate listening");
     Ok(RunningServer { addr, stop, task })
+}
+
+/// The background tasks of a serving node. Each is told to stop only after the server has
+/// drained its requests, and is awaited (within a bound) so its last round completes before
+/// the process exits.
+struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Background {
+    fn new() -> Self {
+        Background {
+            stop: watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts `task`, which must return soon after its receiver turns `true`.
+    fn spawn<F>(&mut self, name: &'static str, task: impl FnOnce(watch::Receiver<bool>) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(task(self.stop.subscribe()));
+        self.tasks.push((name, handle));
+    }
+
+    /// Tells every task to stop and waits for them all, at most `bound` in total; a task
+    /// still running then is aborted.
+    async fn stop(self, bound: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + bound;
+        for (name, mut handle) in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = name, "background task did not stop in time; aborted");
+                handle.abort();
+            }
+        }
+    }
 }
 
 /// Writes batched usage every `usage_flush_interval`, and a last time on shutdown.

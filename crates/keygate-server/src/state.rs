@@ -81,6 +81,26 @@ pub struct Config {
     pub dashboard: crate::dashboard::DashboardConfig,
     /// Where the dashboard's mail goes: SMTP, or files under `data_dir/mail`.
     pub mail: crate::mailer::MailConfig,
+    /// `Some`: the listener speaks TLS (HTTP/2 and HTTP/1.1) with this certificate.
+    pub tls: Option<crate::tls::TlsSource>,
+    /// Peers whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed (see `http::client`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Refuse (403) a request that carries a credential over plain HTTP.
+    pub refuse_plaintext_credentials: bool,
+    /// Origins allowed to call the API from a browser (`*` for any); empty: none. Credentials
+    /// (cookies) are never allowed cross-origin whatever this holds.
+    pub cors_allowed_origins: Vec<String>,
+    /// A request still unanswered after this long gets 503 (the gateway has its own upstream
+    /// timeout).
+    pub request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a stopping server lets in-flight requests finish before it closes them.
+    pub shutdown_timeout: Duration,
+    /// Audit entries older than this many days are purged; 0 keeps them for ever.
+    pub audit_retention_days: u32,
     /// Deliver webhooks to private, loopback and link-local addresses too (development only).
     pub webhooks_allow_private: bool,
     /// The deadline of one webhook attempt, connection to last byte read.
@@ -124,6 +144,15 @@ impl Config {
             route_costs: Vec::new(),
             dashboard: crate::dashboard::DashboardConfig::default(),
             mail: crate::mailer::MailConfig::default(),
+            tls: None,
+            trusted_proxies: Vec::new(),
+            refuse_plaintext_credentials: false,
+            cors_allowed_origins: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            shutdown_timeout: Duration::from_secs(30),
+            audit_retention_days: 365,
             webhooks_allow_private: false,
             webhook_timeout: Duration::from_secs(15),
             webhook_lease: Duration::from_secs(60),
@@ -133,6 +162,18 @@ impl Config {
             webhook_retention: Duration::from_secs(30 * 24 * 3600),
             credits_low_threshold: None,
         }
+    }
+
+    /// Whether this server terminates TLS itself.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether cookies should carry `Secure`: the site is served over HTTPS, by this server or
+    /// by the trusted proxies in front of it. (Per request, `ClientInfo::secure` says how that
+    /// request arrived.)
+    pub fn secure_cookies(&self) -> bool {
+        self.tls_enabled() || !self.trusted_proxies.is_empty()
     }
 
     pub fn database_url(&self) -> String {

@@ -375,6 +375,10 @@ pub async fn revoke_token(
         Some(expires),
     )
     .await?;
+    use crate::service::audit::{self, action, AuditEvent};
+    let event = AuditEvent::new(action::TOKEN_REVOKED, "token", &claims.jti)
+        .account(Some(&claims.account_id));
+    audit::record(state, event).await;
     Ok(())
 }
 

@@ -42,8 +42,7 @@ macro_rules! sql_store {
         use async_trait::async_trait;
         use keygate_core::{AccountId, Environment, KeyHash, KeyId, Scope, UserId};
         use keygate_store::{
-            Account, AccountStatus, ApiKey, CreditEntry, CreditKind, CreditOutcome, CreditState, CredentialDigest, EmailLink, KeyFilter, KeyWithAccount,
-            LinkPurpose, Page, PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role, Session, SigningKeyRecord,
+            Account, AccountStatus, ApiKey, AuditEntry, AuditFilter, CredentialDigest, CreditEntry, CreditKind, CreditOutcome, CreditState, EmailLink, KeyFilter, KeyWithAccount, LinkPurpose, Page, PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role, Session, SigningKeyRecord,
             Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
         };
         use sqlx::Row as _;
@@ -387,6 +386,59 @@ macro_rules! sql_store {
             .await
             .map_err(map_err)?;
             Ok(())
+        }
+
+        fn audit_from_row(row: &DbRow) -> StoreResult<AuditEntry> {
+            Ok(AuditEntry {
+                id: text(row, "id")?,
+                at: from_ms(int(row, "at")?)?,
+                action: text(row, "action")?,
+                account_id: opt_text(row, "account_id")?.map(AccountId::from_trusted),
+                actor_key_id: opt_text(row, "actor_key_id")?.map(KeyId::from_trusted),
+                actor_user_id: opt_text(row, "actor_user_id")?.map(UserId::from_trusted),
+                object_type: text(row, "object_type")?,
+                object_id: opt_text(row, "object_id")?,
+                client_addr: opt_text(row, "client_addr")?,
+                request_id: opt_text(row, "request_id")?,
+                details: serde_json::from_str(&text(row, "details")?).map_err(|_| corrupt("audit details"))?,
+            })
+        }
+
+        /// The WHERE clause of an audit listing (always present, so callers append `AND …`).
+        fn push_audit_filter(qb: &mut sqlx::QueryBuilder<'_, $Db>, f: &AuditFilter) {
+            qb.push(" WHERE 1 = 1");
+            if let Some(a) = &f.account_id {
+                qb.push(" AND account_id = ").push_bind(a.as_str().to_owned());
+            }
+            match f.action.as_deref() {
+                Some(prefix) if prefix.ends_with('.') => {
+                    // A prefix match without LIKE, whose wildcards the action could contain.
+                    qb.push(" AND substr(action, 1, ")
+                        .push_bind(prefix.len() as i32)
+                        .push(") = ")
+                        .push_bind(prefix.to_owned());
+                }
+                Some(action) => {
+                    qb.push(" AND action = ").push_bind(action.to_owned());
+                }
+                None => {}
+            }
+            if let Some(actor) = &f.actor {
+                qb.push(" AND (actor_key_id = ")
+                    .push_bind(actor.clone())
+                    .push(" OR actor_user_id = ")
+                    .push_bind(actor.clone())
+                    .push(")");
+            }
+            if let Some(object) = &f.object_id {
+                qb.push(" AND object_id = ").push_bind(object.clone());
+            }
+            if let Some(since) = f.since {
+                qb.push(" AND at >= ").push_bind(to_ms(since));
+            }
+            if let Some(until) = f.until {
+                qb.push(" AND at < ").push_bind(to_ms(until));
+            }
         }
 
         fn revocation_from_row(row: &DbRow) -> StoreResult<Revocation> {
@@ -1021,6 +1073,60 @@ macro_rules! sql_store {
                 insert_credit(&mut *tx, &applied).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(Some(applied))
+            }
+
+            async fn record_audit(&self, e: &AuditEntry) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log (id, at, action, account_id, actor_key_id, actor_user_id, object_type, \
+                     object_id, client_addr, request_id, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&e.id)
+                .bind(to_ms(e.at))
+                .bind(&e.action)
+                .bind(e.account_id.as_ref().map(|a| a.as_str()))
+                .bind(e.actor_key_id.as_ref().map(|k| k.as_str()))
+                .bind(e.actor_user_id.as_ref().map(|u| u.as_str()))
+                .bind(&e.object_type)
+                .bind(e.object_id.as_deref())
+                .bind(e.client_addr.as_deref())
+                .bind(e.request_id.as_deref())
+                .bind(e.details.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEntry>> {
+                let mut count = sqlx::QueryBuilder::<$Db>::new("SELECT COUNT(*) AS n FROM audit_log");
+                push_audit_filter(&mut count, filter);
+                let total = int(&count.build().fetch_one(&self.pool).await.map_err(map_err)?, "n")?;
+                let mut q = sqlx::QueryBuilder::<$Db>::new(
+                    "SELECT id, at, action, account_id, actor_key_id, actor_user_id, object_type, object_id, \
+                     client_addr, request_id, details FROM audit_log",
+                );
+                push_audit_filter(&mut q, filter);
+                if let Some(after) = &page.after {
+                    q.push(" AND id < ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(page.limit as i64 + 1);
+                let rows = q.build().fetch_all(&self.pool).await.map_err(map_err)?;
+                let has_more = rows.len() > page.limit as usize;
+                let items = rows
+                    .iter()
+                    .take(page.limit as usize)
+                    .map(audit_from_row)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok(Page { items, total: total as u64, has_more })
+            }
+
+            async fn purge_audit(&self, before: OffsetDateTime) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+                    .bind(to_ms(before))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(done.rows_affected())
             }
 
             async fn usage_by_day(&self, account: &AccountId, from_day: i32, to_day: i32) -> StoreResult<Vec<UsageRow>> {

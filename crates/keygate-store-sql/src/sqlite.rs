@@ -9,7 +9,7 @@ use sqlx::{Executor, Sqlite, SqlitePool};
 
 use crate::migrate::{migrations, statements, Migration, CREATE_TABLE};
 
-const MIGRATIONS: &[Migration] = migrations!("sqlite": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 5 => "0005_webhooks.sql", 7 => "0007_dashboard.sql");
+const MIGRATIONS: &[Migration] = migrations!("sqlite": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 5 => "0005_webhooks.sql", 6 => "0006_audit.sql", 7 => "0007_dashboard.sql");
 
 pub struct SqliteStore {
     pool: SqlitePool,

@@ -23,9 +23,10 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    Account, AccountStatus, ApiKey, CredentialDigest, CreditEntry, CreditKind, CreditOutcome,
-    KeyFilter, KeyStatus, PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role,
-    SigningKeyRecord, Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
+    Account, AccountStatus, ApiKey, AuditEntry, AuditFilter, CredentialDigest, CreditEntry,
+    CreditKind, CreditOutcome, KeyFilter, KeyStatus, PageRequest, PasswordVerifiers, Revocation,
+    RevocationKind, Role, SigningKeyRecord, Store, StoreError, StoreResult, UsageIncrement,
+    UsageRow, User,
 };
 
 /// Runs every check below, one after the other, on one migrated store.
@@ -74,6 +75,10 @@ pub async fn run_all(store: &dyn Store) {
     an_idempotency_key_applies_once(store).await;
     concurrent_debits_never_take_the_balance_below_zero(store).await;
     the_monthly_refill_tops_up_once_per_period_and_never_lowers(store).await;
+
+    audit_entries_are_read_back_newest_first_in_pages(store).await;
+    audit_entries_are_filtered_by_account_action_actor_object_and_time(store).await;
+    audit_entries_older_than_the_cutoff_are_purged(store).await;
 
     signing_keys_are_listed_in_creation_order_with_every_field(store).await;
     rotation_retires_the_older_keys_only_and_keeps_earlier_retirements(store).await;
@@ -2111,7 +2116,192 @@ pub async fn the_monthly_refill_tops_up_once_per_period_and_never_lowers(store: 
 }
 
 // ---------------------------------------------------------------------------------------------
+// The audit log.
+
+pub async fn audit_entries_are_read_back_newest_first_in_pages(store: &dyn Store) {
+    let account = AccountId::generate();
+    let t = now();
+    let entries: Vec<AuditEntry> = (0..5)
+        .map(|i| {
+            let mut e = audit_entry(&account, "key.created", t + Duration::milliseconds(i));
+            e.details = json!({"n": i, "name": "Production API Key"});
+            e
+        })
+        .collect();
+    for e in &entries {
+        ok(store.record_audit(e).await, "record_audit");
+    }
+    let filter = AuditFilter {
+        account_id: Some(account.clone()),
+        ..AuditFilter::default()
+    };
+    let first = ok(
+        store.list_audit(&filter, &page(None, 3)).await,
+        "list_audit",
+    );
+    assert_eq!(first.total, 5);
+    assert!(first.has_more);
+    let newest_first: Vec<AuditEntry> = entries.iter().rev().cloned().collect();
+    assert_eq!(
+        first.items,
+        newest_first[..3],
+        "every field read back, newest first"
+    );
+    let cursor = first.items.last().map(|e| e.id.as_str());
+    let second = ok(
+        store.list_audit(&filter, &page(cursor, 3)).await,
+        "list_audit page 2",
+    );
+    assert!(!second.has_more);
+    assert_eq!(second.items, newest_first[3..]);
+}
+
+pub async fn audit_entries_are_filtered_by_account_action_actor_object_and_time(store: &dyn Store) {
+    let (mine, theirs) = (AccountId::generate(), AccountId::generate());
+    let t = now();
+    let key = KeyId::generate();
+    let user = UserId::generate();
+    let mut created = audit_entry(&mine, "key.created", t);
+    created.actor_key_id = Some(key.clone());
+    created.object_id = Some("key_one".into());
+    let mut revoked = audit_entry(&mine, "key.revoked", t + Duration::seconds(10));
+    revoked.actor_user_id = Some(user.clone());
+    revoked.object_id = Some("key_one".into());
+    let login = audit_entry(&mine, "login.failed", t + Duration::seconds(20));
+    let other = audit_entry(&theirs, "key.created", t);
+    for e in [&created, &revoked, &login, &other] {
+        ok(store.record_audit(e).await, "record_audit");
+    }
+    let ids = |filter: AuditFilter| async move {
+        let listed = ok(
+            store.list_audit(&filter, &page(None, 100)).await,
+            "list_audit",
+        );
+        assert_eq!(listed.total as usize, listed.items.len());
+        listed
+            .items
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<Vec<String>>()
+    };
+    let base = AuditFilter {
+        account_id: Some(mine.clone()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        ids(base.clone()).await,
+        [login.id.clone(), revoked.id.clone(), created.id.clone()],
+        "the account's entries only"
+    );
+    assert_eq!(
+        ids(AuditFilter {
+            action: Some("key.created".into()),
+            ..base.clone()
+        })
+        .await,
+        [created.id.clone()]
+    );
+    assert_eq!(
+        ids(AuditFilter {
+            action: Some("key.".into()),
+            ..base.clone()
+        })
+        .await,
+        [revoked.id.clone(), created.id.clone()],
+        "a prefix ending in a dot"
+    );
+    assert_eq!(
+        ids(AuditFilter {
+            actor: Some(key.to_string()),
+            ..base.clone()
+        })
+        .await,
+        [created.id.clone()],
+        "the actor's key"
+    );
+    assert_eq!(
+        ids(AuditFilter {
+            actor: Some(user.to_string()),
+            ..base.clone()
+        })
+        .await,
+        [revoked.id.clone()],
+        "the actor's user"
+    );
+    assert_eq!(
+        ids(AuditFilter {
+            object_id: Some("key_one".into()),
+            ..base.clone()
+        })
+        .await,
+        [revoked.id.clone(), created.id.clone()]
+    );
+    assert_eq!(
+        ids(AuditFilter {
+            since: Some(t + Duration::seconds(10)),
+            until: Some(t + Duration::seconds(20)),
+            ..base.clone()
+        })
+        .await,
+        [revoked.id.clone()],
+        "since is inclusive, until exclusive"
+    );
+    let everywhere = ids(AuditFilter {
+        action: Some("key.created".into()),
+        ..AuditFilter::default()
+    })
+    .await;
+    assert!(everywhere.contains(&created.id) && everywhere.contains(&other.id));
+}
+
+pub async fn audit_entries_older_than_the_cutoff_are_purged(store: &dyn Store) {
+    let account = AccountId::generate();
+    // 2001, which no other check uses: the purge deletes across the whole log.
+    let old_time = OffsetDateTime::from_unix_timestamp(1_000_000_000).expect("2001");
+    let old = audit_entry(&account, "user.deleted", old_time);
+    let kept = audit_entry(&account, "user.created", old_time + Duration::days(2));
+    ok(store.record_audit(&old).await, "record_audit");
+    ok(store.record_audit(&kept).await, "record_audit");
+    let purged = ok(
+        store.purge_audit(old_time + Duration::days(1)).await,
+        "purge_audit",
+    );
+    assert!(purged >= 1);
+    let filter = AuditFilter {
+        account_id: Some(account),
+        ..AuditFilter::default()
+    };
+    let left = ok(
+        store.list_audit(&filter, &page(None, 10)).await,
+        "list_audit",
+    );
+    assert_eq!(left.items, [kept]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Building blocks.
+
+/// An entry whose id sorts by `at`, as the server's do.
+fn audit_entry(account: &AccountId, action: &str, at: OffsetDateTime) -> AuditEntry {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    AuditEntry {
+        id: format!(
+            "aud_{:016x}{seq:08x}",
+            (at.unix_timestamp_nanos() / 1_000_000) as u64
+        ),
+        at,
+        action: action.into(),
+        account_id: Some(account.clone()),
+        actor_key_id: None,
+        actor_user_id: None,
+        object_type: "api_key".into(),
+        object_id: None,
+        client_addr: Some("203.0.113.7".into()),
+        request_id: Some(unique("req")),
+        details: json!({}),
+    }
+}
 
 /// Drives many futures at once on the caller's task.
 async fn all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {

@@ -218,4 +218,15 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         purpose: LinkPurpose,
         now: OffsetDateTime,
     ) -> StoreResult<EmailLink>;
+    // The audit log.
+    async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Newest first; the page's cursor is the last id of the previous page, and the page holds
+    /// the entries with smaller ids.
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEntry>>;
+    /// Deletes the entries older than `before`; returns how many.
+    async fn purge_audit(&self, before: OffsetDateTime) -> StoreResult<u64>;
 }

@@ -313,3 +313,41 @@ pub struct CreditState {
     /// The month (`YYYY-MM`) of the last plan refill.
     pub period: Option<String>,
 }
+
+/// One entry of the audit log: a security-relevant act, who did it, from where, to what. Never
+/// a secret: `details` holds names, scopes, amounts, never a key, token or password.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    /// `aud_` and a UUIDv7: ids sort in time order.
+    pub id: String,
+    pub at: OffsetDateTime,
+    /// A dotted name such as `key.created` (the server lists them in `service::audit`).
+    pub action: String,
+    /// The account the act concerns; `None` for acts across the deployment.
+    pub account_id: Option<AccountId>,
+    /// The key the act was done with (an API key, or the key a token was minted from).
+    pub actor_key_id: Option<KeyId>,
+    /// The user the act was done by or for.
+    pub actor_user_id: Option<UserId>,
+    /// What was acted on: `api_key`, `user`, `account`, `credits`, `token`, …
+    pub object_type: String,
+    pub object_id: Option<String>,
+    pub client_addr: Option<String>,
+    pub request_id: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// Which audit entries to list. Empty fields do not filter.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// `None`: every account (operators).
+    pub account_id: Option<AccountId>,
+    /// An exact action, or a prefix ending in `.` (`key.` for every key act).
+    pub action: Option<String>,
+    /// A key or user id: entries whose actor key or actor user it is.
+    pub actor: Option<String>,
+    pub object_id: Option<String>,
+    /// `since <= at < until`.
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+}

@@ -25,9 +25,9 @@ pub struct Common {
     /// A TOML file with any of these settings.
     #[arg(long, env = "KEYGATE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
+    /// Address to listen on [default: 127.0.0.1:8080, or 127.0.0.1:8443 with TLS].
     #[arg(long, env = "KEYGATE_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     /// Where the embedded database lives [default: ./data].
     #[arg(long, env = "KEYGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -56,7 +56,13 @@ pub struct Common {
     #[arg(long, env = "KEYGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Mark the dashboard's cookies Secure (set it when users reach Keygate over HTTPS).
-    #[arg(long, env = "KEYGATE_COOKIE_SECURE", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(
+        long,
+        env = "KEYGATE_COOKIE_SECURE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
     pub cookie_secure: Option<bool>,
     /// The product name the dashboard and its mail show [default: Keygate].
     #[arg(long, env = "KEYGATE_BRAND_NAME")]
@@ -77,6 +83,40 @@ pub struct Common {
     /// The From of the dashboard's mail, e.g. "Acme <no-reply@acme.example>".
     #[arg(long, env = "KEYGATE_MAIL_FROM")]
     pub mail_from: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. Re-read when
+    /// the file changes or on SIGHUP.
+    #[arg(long, env = "KEYGATE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "KEYGATE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a development certificate for localhost, made once in the data dir.
+    #[arg(long, env = "KEYGATE_TLS_SELF_SIGNED", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub tls_self_signed: Option<bool>,
+    /// Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For/-Proto are believed.
+    #[arg(long, env = "KEYGATE_TRUSTED_PROXIES", value_delimiter = ',', num_args = 1..)]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Refuse (403) requests that carry a credential over plain HTTP.
+    #[arg(long, env = "KEYGATE_REFUSE_PLAINTEXT_CREDENTIALS", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub refuse_plaintext_credentials: Option<bool>,
+    /// Browser origins allowed to call the API (comma-separated; * for any) [default: none].
+    #[arg(long, env = "KEYGATE_CORS_ALLOWED_ORIGINS", value_delimiter = ',', num_args = 1..)]
+    pub cors_allowed_origins: Option<Vec<String>>,
+    /// Seconds a request may take before it is answered 503 [default: 30].
+    #[arg(long, env = "KEYGATE_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Seconds a connection may stay without a request before it is closed [default: 60].
+    #[arg(long, env = "KEYGATE_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Connections served at once [default: 10000].
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a stopping server waits for in-flight requests [default: 30].
+    #[arg(long, env = "KEYGATE_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Option<u64>,
+    /// Days audit entries are kept; 0 keeps them for ever [default: 365].
+    #[arg(long, env = "KEYGATE_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
     /// Deliver webhooks to private, loopback and link-local addresses too (development only)
     /// [or [webhooks] allow_private].
     #[arg(long, env = "KEYGATE_WEBHOOKS_ALLOW_PRIVATE")]
@@ -128,6 +168,17 @@ struct FileConfig {
     smtp_password: Option<String>,
     smtp_tls: Option<String>,
     mail_from: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_self_signed: Option<bool>,
+    trusted_proxies: Option<Vec<String>>,
+    refuse_plaintext_credentials: Option<bool>,
+    cors_allowed_origins: Option<Vec<String>>,
+    request_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    shutdown_timeout: Option<u64>,
+    audit_retention_days: Option<u32>,
     /// `credits.low` fires below this balance [default: a tenth of the plan's monthly credits].
     credits_low_threshold: Option<u64>,
     webhooks: Option<WebhooksFile>,
@@ -185,6 +236,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Whether the file's `[gateway]` names an upstream (so `config check` validates it).
+    pub fn has_gateway_upstream(&self) -> bool {
+        self.gateway.upstream.is_some()
+    }
+
     /// The gateway's settings: flags, then `[gateway]`, then defaults.
     pub fn gateway_config(
         &self,
@@ -263,6 +319,61 @@ impl Settings {
     }
 }
 
+/// `--tls-cert` for `tls_cert`, and its environment variable: how a setting's error names it.
+fn flag_origin(key: &str) -> String {
+    format!(
+        "--{} (or KEYGATE_{})",
+        key.replace('_', "-"),
+        key.to_ascii_uppercase()
+    )
+}
+
+/// The flag's (or environment's) value, else the file's, with where it came from.
+fn pick<T>(
+    flag: Option<T>,
+    file: Option<T>,
+    key: &str,
+    path: Option<&Path>,
+) -> Option<(T, String)> {
+    match (flag, file) {
+        (Some(v), _) => Some((v, flag_origin(key))),
+        (None, Some(v)) => Some((
+            v,
+            match path {
+                Some(p) => format!("{key} (in {})", p.display()),
+                None => key.to_owned(),
+            },
+        )),
+        (None, None) => None,
+    }
+}
+
+type Picked<T> = Option<(T, String)>;
+
+/// TLS from files, or self-signed, or off; a half-given pair or both at once is an error.
+fn resolve_tls(
+    cert: Picked<PathBuf>,
+    key: Picked<PathBuf>,
+    self_signed: Picked<bool>,
+) -> anyhow::Result<Option<keygate_server::tls::TlsSource>> {
+    use keygate_server::tls::TlsSource;
+    let self_signed = self_signed.filter(|(on, _)| *on);
+    match (cert, key, self_signed) {
+        (None, None, None) => Ok(None),
+        (None, None, Some(_)) => Ok(Some(TlsSource::SelfSigned)),
+        (Some((cert, _)), Some((key, _)), None) => Ok(Some(TlsSource::Files { cert, key })),
+        (Some((_, origin)), None, None) => anyhow::bail!(
+            "{origin} is set but its private key is not: expected tls_key (--tls-key or KEYGATE_TLS_KEY) too"
+        ),
+        (None, Some((_, origin)), None) => anyhow::bail!(
+            "{origin} is set but its certificate is not: expected tls_cert (--tls-cert or KEYGATE_TLS_CERT) too"
+        ),
+        (_, _, Some((_, origin))) => anyhow::bail!(
+            "{origin} and tls_cert/tls_key are both set: expected one way to get a certificate"
+        ),
+    }
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the config file {}", path.display()))?;
@@ -285,8 +396,27 @@ impl Common {
             Some(p) => format!("{what} (from {})", p.display()),
             None => what.to_owned(),
         };
-        let listen_flag = self.listen;
-        let listen = match (self.listen, &file.listen) {
+        let cfg = self.config.as_deref();
+        let listen_flag = match &self.listen {
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: expected an address such as 127.0.0.1:8080, got {s:?}",
+                    flag_origin("listen")
+                )
+            })?),
+            None => None,
+        };
+        let tls = resolve_tls(
+            pick(self.tls_cert, file.tls_cert, "tls_cert", cfg),
+            pick(self.tls_key, file.tls_key, "tls_key", cfg),
+            pick(
+                self.tls_self_signed,
+                file.tls_self_signed,
+                "tls_self_signed",
+                cfg,
+            ),
+        )?;
+        let listen = match (listen_flag, &file.listen) {
             (Some(l), _) => l,
             (None, Some(s)) => s.parse().map_err(|_| {
                 anyhow::anyhow!(
@@ -294,14 +424,125 @@ impl Common {
                     from_file("listen")
                 )
             })?,
+            // The seeds' APIs are HTTPS on 8443.
+            (None, None) if tls.is_some() => SocketAddr::from(([127, 0, 0, 1], 8443)),
             (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
         };
         let data_dir = self
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("data"));
+        if let Some(keygate_server::tls::TlsSource::Files { cert, key }) = &tls {
+            // A certificate that cannot be served stops the start here, not at the first
+            // handshake.
+            keygate_server::tls::load_certified_key(cert, key)?;
+        }
         let mut server = keygate_server::Config::with_data_dir(data_dir);
         server.listen = listen;
+        server.tls = tls;
+        if let Some((list, origin)) = pick(
+            self.trusted_proxies,
+            file.trusted_proxies,
+            "trusted_proxies",
+            cfg,
+        ) {
+            server.trusted_proxies = list
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| keygate_server::http::client::parse_cidr(s))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        }
+        if let Some((on, _)) = pick(
+            self.refuse_plaintext_credentials,
+            file.refuse_plaintext_credentials,
+            "refuse_plaintext_credentials",
+            cfg,
+        ) {
+            server.refuse_plaintext_credentials = on;
+        }
+        if let Some((list, origin)) = pick(
+            self.cors_allowed_origins,
+            file.cors_allowed_origins,
+            "cors_allowed_origins",
+            cfg,
+        ) {
+            let list: Vec<String> = list
+                .into_iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect();
+            for o in &list {
+                keygate_server::http::security::validate_origin(o)
+                    .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+            }
+            server.cors_allowed_origins = list;
+        }
+        let seconds = |value: Option<(u64, String)>, range: std::ops::RangeInclusive<u64>| {
+            value
+                .map(|(v, origin)| {
+                    anyhow::ensure!(
+                        range.contains(&v),
+                        "{origin}: expected {} to {} seconds, got {v}",
+                        range.start(),
+                        range.end()
+                    );
+                    Ok(Duration::from_secs(v))
+                })
+                .transpose()
+        };
+        if let Some(d) = seconds(
+            pick(
+                self.request_timeout,
+                file.request_timeout,
+                "request_timeout",
+                cfg,
+            ),
+            1..=3600,
+        )? {
+            server.request_timeout = d;
+        }
+        if let Some(d) = seconds(
+            pick(self.idle_timeout, file.idle_timeout, "idle_timeout", cfg),
+            1..=3600,
+        )? {
+            server.idle_timeout = d;
+        }
+        if let Some(d) = seconds(
+            pick(
+                self.shutdown_timeout,
+                file.shutdown_timeout,
+                "shutdown_timeout",
+                cfg,
+            ),
+            1..=3600,
+        )? {
+            server.shutdown_timeout = d;
+        }
+        if let Some((n, origin)) = pick(
+            self.max_connections,
+            file.max_connections,
+            "max_connections",
+            cfg,
+        ) {
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&n),
+                "{origin}: expected 1 to 1000000 connections, got {n}"
+            );
+            server.max_connections = n;
+        }
+        if let Some((days, origin)) = pick(
+            self.audit_retention_days,
+            file.audit_retention_days,
+            "audit_retention_days",
+            cfg,
+        ) {
+            anyhow::ensure!(
+                days <= 36_500,
+                "{origin}: expected 0 (for ever) to 36500 days, got {days}"
+            );
+            server.audit_retention_days = days;
+        }
         server.database_url = self
             .database_url
             .or(file.database_url)
@@ -337,18 +578,23 @@ impl Common {
             .ok()
             .filter(|s| !s.is_empty())
             .or(file.master_key);
-        if let Some(ttl) = self.token_ttl.or(file.token_ttl) {
+        if let Some((ttl, origin)) = pick(self.token_ttl, file.token_ttl, "token_ttl", cfg) {
             anyhow::ensure!(
                 (60..=30 * 86_400).contains(&ttl),
-                "token_ttl: expected 60 to 2592000 seconds, got {ttl}"
+                "{origin}: expected 60 to 2592000 seconds, got {ttl}"
             );
             server.token_ttl = Duration::from_secs(ttl);
         }
-        if let Some(alg) = self.token_algorithm.or(file.token_algorithm) {
+        if let Some((alg, origin)) = pick(
+            self.token_algorithm,
+            file.token_algorithm,
+            "token_algorithm",
+            cfg,
+        ) {
             server.token_algorithm = match alg.to_ascii_lowercase().as_str() {
                 "rs256" => keygate_token::Algorithm::Rs256,
                 "eddsa" | "ed25519" => keygate_token::Algorithm::EdDsa,
-                _ => anyhow::bail!("token_algorithm: expected RS256 or EdDSA, got {alg:?}"),
+                _ => anyhow::bail!("{origin}: expected RS256 or EdDSA, got {alg:?}"),
             };
         }
         if let Some(iss) = file.token_issuer {
@@ -527,7 +773,7 @@ impl Common {
                 url.starts_with("postgres://")
                     || url.starts_with("postgresql://")
                     || url.starts_with("sqlite:"),
-                "database_url: expected postgres://… or sqlite:…"
+                "database_url (--database-url, KEYGATE_DATABASE_URL or the config file): expected postgres://… or sqlite:…"
             );
         }
         Ok(Settings {

@@ -55,6 +55,22 @@ enum Command {
         #[command(subcommand)]
         command: SigningKeysCommand,
     },
+    /// Work with the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check the settings (the file named by --config, the environment and flags) without
+    /// starting: every key is known, every value valid, TLS files readable. Exits non-zero with
+    /// a message naming the setting otherwise.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,9 +157,42 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
+/// Clap names the flag of a value it cannot parse; the value may have come from the
+/// environment instead, which this adds (without the value, which may be a secret).
+fn parse_cli() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::{ContextKind, ContextValue, ErrorKind};
+            if matches!(
+                err.kind(),
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation
+            ) {
+                if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+                    let flag = arg.split_whitespace().next().unwrap_or_default();
+                    let env = format!(
+                        "KEYGATE_{}",
+                        flag.trim_start_matches('-')
+                            .replace('-', "_")
+                            .to_ascii_uppercase()
+                    );
+                    if std::env::var_os(&env).is_some()
+                        && !std::env::args().any(|a| a.starts_with(flag))
+                    {
+                        eprintln!(
+                            "keygate: the value of {flag} came from the environment variable {env}"
+                        );
+                    }
+                }
+            }
+            err.exit()
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
-    if let Err(err) = run(Cli::parse()).await {
+    if let Err(err) = run(parse_cli()).await {
         eprintln!("keygate: {err:#}");
         std::process::exit(1);
     }
@@ -163,11 +212,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(gateway.listen)
                 .await
                 .with_context(|| format!("listening on {}", gateway.listen))?;
+            let signals = ShutdownSignals::install()?;
             let state = AppState::open(settings.server).await?;
             tracing::info!(upstream = %gateway.upstream, "gateway starting");
             let app = keygate_server::gateway::router(state.clone(), gateway);
             let server = keygate_server::start_with(state, listener, app)?;
-            server.run_until(shutdown_signal()).await?;
+            server.run_until(signals.recv()).await?;
             Ok(())
         }
         Command::Migrate { common } => {
@@ -175,6 +225,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(settings.log_format, "info,sqlx=warn");
             AppState::open(settings.server).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { common },
+        } => {
+            let source = common.config.as_ref().map(|p| p.display().to_string());
+            let settings = common.resolve()?;
+            if settings.has_gateway_upstream() {
+                settings.gateway_config(None)?;
+            }
+            match source {
+                Some(path) => println!("{path}: the configuration is valid"),
+                None => println!("the configuration (environment and flags) is valid"),
+            }
             Ok(())
         }
         Command::Openapi => {
@@ -190,6 +254,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let state = AppState::open(settings.server).await?;
             // Running nodes reload their keys when they read the rotation from the feed.
             let kid = state.tokens.rotate(state.store.as_ref()).await?;
+            use keygate_server::service::audit::{self, action, AuditEvent};
+            audit::record(
+                &state,
+                AuditEvent::new(action::SIGNING_KEY_ROTATED, "signing_key", &kid),
+            )
+            .await;
             println!("new signing key active: {kid}");
             Ok(())
         }
@@ -197,36 +267,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: keygate_server::Config) -> anyhow::Result<()> {
+    let signals = ShutdownSignals::install()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let state = AppState::open(config).await?;
     let server = keygate_server::start(state, listener)?;
-    server.run_until(shutdown_signal()).await?;
+    server.run_until(signals.recv()).await?;
     tracing::info!("keygate stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT, listened for from before the server starts: a signal that arrives
+/// while it is starting stops it cleanly instead of killing the process.
+struct ShutdownSignals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignals {
+                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
     }
-    tracing::info!("shutting down: draining requests and flushing usage");
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: draining requests, then flushing usage");
+    }
 }
 
 async fn admin(command: AdminCommand) -> anyhow::Result<()> {

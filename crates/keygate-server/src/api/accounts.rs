@@ -166,11 +166,12 @@ pub async fn update_account(
 ) -> ApiResult<axum::Json<AccountOut>> {
     let id = parse_account_id(&id)?;
     who.account_access(&id)?;
-    let mut account = state
+    let before = state
         .store
         .get_account(&id)
         .await
         .map_err(|_| ApiError::not_found("Account"))?;
+    let mut account = before.clone();
     if (patch.plan.is_some() || patch.status.is_some()) && !who.is_operator() {
         return Err(ApiError::forbidden(
             "Only an operator can change an account's plan or status",
@@ -190,7 +191,7 @@ pub async fn update_account(
             .ok_or_else(|| ApiError::invalid_field("status", "must be active or disabled"))?;
     }
     account.updated_at = now();
-    svc::save_account(&state, &account).await?;
+    svc::update_account(&state, &before, &account).await?;
     Ok(axum::Json(AccountOut::from(&account)))
 }
 

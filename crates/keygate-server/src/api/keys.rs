@@ -297,8 +297,9 @@ pub async fn update_key(
     PathParams(id): PathParams<String>,
     Json(patch): Json<KeyPatch>,
 ) -> ApiResult<axum::Json<KeyOut>> {
-    let mut key = load_key(&state, &who, &id).await?;
-    check_can_manage(&who, &key)?;
+    let before = load_key(&state, &who, &id).await?;
+    check_can_manage(&who, &before)?;
+    let mut key = before.clone();
     if let Some(name) = patch.name {
         key.name = svc::validate_key_name(&name)?;
     }
@@ -318,7 +319,7 @@ pub async fn update_key(
     if let Some(limit) = patch.rate_limit {
         key.rate_limit = check_key_limit(&state, &who, limit.as_deref())?;
     }
-    svc::save_key(&state, &key).await?;
+    svc::update_key(&state, &before, &key).await?;
     Ok(axum::Json(KeyOut::new(&key, OffsetDateTime::now_utc())))
 }
 

@@ -1,6 +1,7 @@
 //! The native API, `/api/v1`: JSON in and out, errors in the body of DESIGN.md.
 
 pub mod accounts;
+pub mod audit;
 pub mod credits;
 pub mod keys;
 pub mod me;
@@ -33,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(credits::grant_credits))
         .routes(routes!(usage::get_usage))
         .routes(routes!(verify::verify_key))
+        .routes(routes!(audit::list_audit_log))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(
             users::get_user,

@@ -11,7 +11,7 @@ use super::{Cb, CbError, CbResult, Data, Envelope};
 use crate::http::auth::{Admin, Principal, Reader};
 use crate::http::extract::PathParams;
 use crate::http::ApiError;
-use crate::service::accounts::{save_account, validate_account_name};
+use crate::service::accounts::{self as account_svc, validate_account_name};
 use crate::service::keys::roll_key;
 use crate::service::{now, rfc3339, users::validate_email};
 use crate::state::AppState;
@@ -73,7 +73,8 @@ pub async fn update_account(
     PathParams(id): PathParams<String>,
     Data(change): Data<AccountUpdate>,
 ) -> CbResult {
-    let mut account = visible_account(&state, &who, &id).await?;
+    let before = visible_account(&state, &who, &id).await?;
+    let mut account = before.clone();
     if let Some(name) = change.name {
         account.name = validate_account_name(&name)?;
     }
@@ -81,7 +82,7 @@ pub async fn update_account(
         account.email = validate_email(&email)?;
     }
     account.updated_at = now();
-    save_account(&state, &account).await?;
+    account_svc::update_account(&state, &before, &account).await?;
     Ok(Envelope::ok(account_doc(&account), Some(&who)))
 }
 

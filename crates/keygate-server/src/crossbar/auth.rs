@@ -1,9 +1,7 @@
 //! `PUT /v2/api_auth`, `PUT /v2/user_auth` and `/v2/token_auth`: seed 000's two-step flow —
 //! exchange a credential for an auth token, then send it as `X-Auth-Token`.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use keygate_core::Scope;
 use keygate_store::{CredentialDigest, StoreError};
 use keygate_token::AuthMethod;
@@ -13,8 +11,10 @@ use utoipa::ToSchema;
 
 use super::{Cb, CbError, CbResult, Data, Envelope};
 use crate::http::auth::{authenticate_key, user_scope, Principal, Reader};
+use crate::http::client::ClientInfo;
 use crate::http::ApiError;
 use crate::ratelimit::authentication_failed;
+use crate::service::audit::{self, action, Actor, AuditEvent};
 use crate::service::passwords::credential_lookup;
 use crate::state::AppState;
 use crate::tokens::{issue, issue_for_key, revoke_token, IssuedToken};
@@ -75,12 +75,15 @@ fn method_name(m: AuthMethod) -> &'static str {
     responses((status = 201, description = "`auth_token` and `data.account_id`, `data.owner_id`"), (status = 401)))]
 pub async fn api_auth(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientInfo,
     Data(body): Data<ApiAuthIn>,
 ) -> CbResult {
-    let ip = Some(peer.ip());
+    let ip = Some(client.addr);
     let who = match authenticate_key(&state, body.api_key.trim(), ip).await {
-        Ok(who) => who,
+        Ok(who) => {
+            crate::http::request_id::set_principal(&who);
+            who
+        }
         Err(err @ ApiError::Unauthorized(_)) => {
             return Err(authentication_failed(&state, ip, err).await.into())
         }
@@ -98,10 +101,10 @@ pub async fn api_auth(
     responses((status = 201, description = "`auth_token` and `data.account_id`, `data.owner_id`"), (status = 401)))]
 pub async fn user_auth(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientInfo,
     Data(body): Data<UserAuthIn>,
 ) -> CbResult {
-    let ip = Some(peer.ip());
+    let ip = Some(client.addr);
     if crate::ratelimit::failures_exhausted(&state, ip).await {
         return Err(CbError(
             authentication_failed(&state, ip, ApiError::unauthorized("invalid credentials")).await,
@@ -141,9 +144,15 @@ pub async fn user_auth(
     let account = match account {
         Ok(a) => a,
         Err(StoreError::NotFound) => {
+            let event = AuditEvent::without_object(action::LOGIN_FAILED, "user").details(json!({
+                "method": "user_auth",
+                "reason": "unknown account",
+                "account_name": body.account_name,
+            }));
+            audit::record(&state, event).await;
             return Err(authentication_failed(&state, ip, unauthorized())
                 .await
-                .into())
+                .into());
         }
         Err(e) => return Err(e.into()),
     };
@@ -155,13 +164,22 @@ pub async fn user_auth(
     {
         Ok(u) => u,
         Err(StoreError::NotFound) => {
+            let event = AuditEvent::without_object(action::LOGIN_FAILED, "user")
+                .account(Some(&account.id))
+                .details(json!({"method": "user_auth", "reason": "wrong credentials"}));
+            audit::record(&state, event).await;
             return Err(authentication_failed(&state, ip, unauthorized())
                 .await
-                .into())
+                .into());
         }
         Err(e) => return Err(e.into()),
     };
     if account.status != keygate_store::AccountStatus::Active {
+        let event = AuditEvent::new(action::LOGIN_FAILED, "user", &user.id)
+            .account(Some(&account.id))
+            .actor(Actor::user(&user.id))
+            .details(json!({"method": "user_auth", "reason": "account disabled"}));
+        audit::record(&state, event).await;
         return Err(CbError(ApiError::unauthorized("This account is disabled")));
     }
     let issued = issue(
@@ -173,6 +191,11 @@ pub async fn user_auth(
         user_scope(user.role),
     )?;
     tracing::info!(account_id = %account.id, user_id = %user.id, "user authenticated");
+    let event = AuditEvent::new(action::LOGIN_SUCCEEDED, "user", &user.id)
+        .account(Some(&account.id))
+        .actor(Actor::user(&user.id))
+        .details(json!({"method": "user_auth", "username": user.username}));
+    audit::record(&state, event).await;
     Ok(token_envelope(issued, Some(account.name)))
 }
 

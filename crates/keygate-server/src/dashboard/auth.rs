@@ -642,6 +642,18 @@ pub async fn reset(
         .delete_user_sessions(&user.account_id, &user.id)
         .await?;
     tracing::info!(user_id = %user.id, sessions_ended = ended, "dashboard password reset");
+    crate::service::audit::record(
+        &state,
+        crate::service::audit::AuditEvent::new(
+            crate::service::audit::action::PASSWORD_RESET,
+            "user",
+            &user.id,
+        )
+        .account(Some(&user.account_id))
+        .actor(crate::service::audit::Actor::user(&user.id))
+        .details(serde_json::json!({ "sessions_ended": ended, "by": "mailed link" })),
+    )
+    .await;
     Ok(see_other("/login?notice=password_reset", &[]))
 }
 

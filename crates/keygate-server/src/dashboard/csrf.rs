@@ -50,13 +50,14 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// `Set-Cookie` for a cookie of the dashboard: HttpOnly, SameSite=Lax, `Secure` when so
-/// configured; `max_age` `None` for a browser-session cookie, `Some(0)` to delete it.
+/// configured or when the server terminates TLS itself; `max_age` `None` for a browser-session cookie, `Some(0)` to delete it.
 pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
     let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={age}"));
     }
-    if state.config.dashboard.cookie_secure {
+    // Serving TLS ourselves, every visit is over HTTPS; behind a TLS proxy, `cookie_secure`.
+    if state.config.dashboard.cookie_secure || state.config.tls.is_some() {
         c.push_str("; Secure");
     }
     HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))

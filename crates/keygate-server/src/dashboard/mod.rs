@@ -55,7 +55,8 @@ pub struct DashboardConfig {
     /// `https://my.example.com`. `None`: `http://<listen address>`. Never taken from a request's
     /// `Host`, which a client chooses (a reset link must not point to an attacker's host).
     pub public_url: Option<String>,
-    /// Marks the session and CSRF cookies `Secure` (behind TLS).
+    /// Marks the session and CSRF cookies `Secure` (behind a TLS-terminating proxy; with `tls`
+    /// configured they always are).
     pub cookie_secure: bool,
     /// How long a login lasts.
     pub session_ttl: Duration,

@@ -124,6 +124,15 @@ impl FromRequestParts<AppState> for DashboardUser {
         if entry.account.status != AccountStatus::Active {
             return Err(PageError::Forbidden("This account is disabled.".into()));
         }
+        // What this user does through the services is audited as theirs.
+        crate::http::request_id::set_principal(&crate::http::auth::Principal {
+            scope: crate::http::auth::user_scope(entry.user.role),
+            account_id: Some(entry.account.id.clone()),
+            user_id: Some(entry.user.id.clone()),
+            key: None,
+            user: Some(entry.clone()),
+            token: None,
+        });
         Ok(DashboardUser {
             user: entry.user.clone(),
             account: entry.account.clone(),
@@ -149,18 +158,21 @@ impl FromRequestParts<AppState> for DashboardAdmin {
     }
 }
 
-/// The client's address, for throttling.
+/// The client's address, for throttling: the one `http::client` decided (a trusted proxy's
+/// `X-Forwarded-For`, else the TCP peer).
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let known = parts
+            .extensions
+            .get::<crate::http::client::ClientInfo>()
+            .is_some()
+            || parts.extensions.get::<ConnectInfo<SocketAddr>>().is_some();
         Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+            known.then(|| crate::http::client::of_parts(parts).addr),
         ))
     }
 }

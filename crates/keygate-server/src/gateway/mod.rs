@@ -24,6 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use keygate_core::Scope;
 
 use crate::http::auth::authenticate;
+use crate::http::client::ClientInfo;
 use crate::http::ApiError;
 use crate::ratelimit::{apply_limits, charge, write_headers, RateLimitSlot};
 use crate::state::AppState;
@@ -114,14 +115,22 @@ pub fn router(state: AppState, config: GatewayConfig) -> Router {
         .pool_max_idle_per_host(256)
         .build(connector);
     let gateway = Arc::new(Gateway {
-        state,
+        state: state.clone(),
         config,
         client,
     });
     Router::new()
         .fallback(proxy)
         .with_state(gateway)
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.refuse_plaintext_credentials,
+            crate::http::security::refuse_plaintext_credentials,
+        ))
         .layer(axum::middleware::from_fn(
+            crate::http::security::gateway_transport_headers,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
             crate::http::request_id::request_id_and_log,
         ))
 }
@@ -171,10 +180,11 @@ fn error_response(err: ApiError, slot: &RateLimitSlot) -> Response {
 async fn proxy(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientInfo,
     req: Request,
 ) -> Response {
     let slot = RateLimitSlot::default();
-    match forward(&gw, peer, req, &slot).await {
+    match forward(&gw, (peer, client), req, &slot).await {
         Ok(mut response) => {
             if let Some(info) = slot.take() {
                 write_headers(
@@ -191,13 +201,13 @@ async fn proxy(
 
 async fn forward(
     gw: &Gateway,
-    peer: SocketAddr,
+    (peer, client): (SocketAddr, ClientInfo),
     req: Request,
     slot: &RateLimitSlot,
 ) -> Result<Response, ApiError> {
     let state = &gw.state;
     let (mut parts, body) = req.into_parts();
-    let who = authenticate(state, &parts.headers, Some(peer.ip())).await?;
+    let who = authenticate(state, &parts.headers, Some(client.addr)).await?;
     let path = parts.uri.path().to_owned();
     let (needed, cost) = gw.config.needs(&parts.method, &path);
     // Limits first, so that a refused call still answers with the rate-limit headers; credits
@@ -217,6 +227,7 @@ async fn forward(
         idem.as_deref(),
     )
     .await?;
+    // The upstream sees the chain as it reached us, plus our TCP peer, as any proxy adds it.
     let forwarded_for = match parts
         .headers
         .get("x-forwarded-for")

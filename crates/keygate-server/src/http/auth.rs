@@ -7,10 +7,10 @@
 //! issuer and expiry (no I/O) → deny-list → the key or user it names, through the same caches.
 //! Neither writes to the database: usage is counted in memory (see `usage.rs`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use keygate_core::{key, AccountId, KeyHash, KeyId, Scope, UserId};
@@ -149,10 +149,14 @@ pub async fn authenticate(
         authenticate_key(state, raw, ip).await
     };
     match result {
+        Ok(p) => {
+            super::request_id::set_principal(&p);
+            Ok(p)
+        }
         Err(err @ ApiError::Unauthorized(_)) => {
             Err(crate::ratelimit::authentication_failed(state, ip, err).await)
         }
-        other => other,
+        Err(err) => Err(err),
     }
 }
 
@@ -363,10 +367,7 @@ pub async fn load_user(
 /// Authenticates a request once and applies its limits and credit cost; the principal is kept
 /// in the request so a second extractor does not count the request twice.
 async fn authenticate_request(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let ip = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let ip = Some(super::client::of_parts(parts).addr);
     let p = authenticate(state, &parts.headers, ip).await?;
     let slot = parts
         .extensions
@@ -444,10 +445,7 @@ impl FromRequestParts<AppState> for VerifyCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let ip = Some(super::client::of_parts(parts).addr);
         let p = authenticate(state, &parts.headers, ip).await?;
         let allowed = p.is_operator()
             || (p.token.is_none()

@@ -30,6 +30,8 @@ pub enum ApiError {
     BadGateway,
     #[error("The upstream service did not answer in time")]
     GatewayTimeout,
+    #[error("The request took too long and was abandoned; try again")]
+    Timeout,
     #[error("Rate limit exceeded. Please try again later.")]
     RateLimited { retry_after: std::time::Duration },
     #[error("Not enough credits: this call needs {needed}, {available} available")]
@@ -83,6 +85,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -100,6 +103,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
             ApiError::BadGateway => "bad_gateway",
             ApiError::GatewayTimeout => "gateway_timeout",
+            ApiError::Timeout => "timeout",
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
             ApiError::Internal(_) => "internal",
         }

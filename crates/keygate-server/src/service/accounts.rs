@@ -5,6 +5,7 @@ use keygate_core::key::GeneratedKey;
 use keygate_core::{AccountId, Environment, Scope};
 use keygate_store::{Account, AccountStatus, ApiKey, Role, User};
 
+use super::audit::{self, action, AuditEvent};
 use super::keys::{build_key, KeySpec};
 use super::now;
 use super::users::{build_user, validate_email, NewUser};
@@ -70,6 +71,15 @@ pub async fn create_account(state: &AppState, new: NewAccount) -> Result<Created
     };
     state.store.create_account(&account, &owner, &key).await?;
     tracing::info!(account_id = %account.id, "account created");
+    let event = AuditEvent::new(action::ACCOUNT_CREATED, "account", &account.id)
+        .account(Some(&account.id))
+        .details(serde_json::json!({
+            "name": account.name,
+            "plan": account.plan,
+            "owner_id": owner.id,
+            "first_key_id": key.id,
+        }));
+    audit::record(state, event).await;
     Ok(CreatedAccount {
         account,
         owner,
@@ -119,7 +129,53 @@ pub async fn sign_up(state: &AppState, new: NewAccount) -> Result<(Account, User
         .create_account_with_owner(&account, &owner)
         .await?;
     tracing::info!(account_id = %account.id, "account signed up");
+    let event = AuditEvent::new(action::ACCOUNT_CREATED, "account", &account.id)
+        .account(Some(&account.id))
+        .actor(audit::Actor::user(&owner.id))
+        .details(serde_json::json!({
+            "name": account.name,
+            "plan": account.plan,
+            "owner_id": owner.id,
+            "signed_up": true,
+        }));
+    audit::record(state, event).await;
     Ok((account, owner))
+}
+
+/// Saves a changed account and records what changed: `account.plan_changed`,
+/// `account.status_changed`, and `account.updated` naming the other fields.
+pub async fn update_account(
+    state: &AppState,
+    before: &Account,
+    after: &Account,
+) -> Result<(), ApiError> {
+    save_account(state, after).await?;
+    let event = |name| AuditEvent::new(name, "account", &after.id).account(Some(&after.id));
+    if before.plan != after.plan {
+        let details = serde_json::json!({"from": before.plan, "to": after.plan});
+        audit::record(state, event(action::ACCOUNT_PLAN_CHANGED).details(details)).await;
+    }
+    if before.status != after.status {
+        let details =
+            serde_json::json!({"from": before.status.as_str(), "to": after.status.as_str()});
+        audit::record(
+            state,
+            event(action::ACCOUNT_STATUS_CHANGED).details(details),
+        )
+        .await;
+    }
+    let fields: Vec<&str> = [
+        ("name", before.name != after.name),
+        ("email", before.email != after.email),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !fields.is_empty() {
+        let details = serde_json::json!({"fields": fields});
+        audit::record(state, event(action::ACCOUNT_UPDATED).details(details)).await;
+    }
+    Ok(())
 }
 
 /// Disabling or deleting an account changes what every one of its cached keys means.
@@ -136,6 +192,11 @@ pub async fn delete_account(state: &AppState, id: &AccountId) -> Result<(), ApiE
         .map_err(|_| ApiError::not_found("Account"))?;
     forget_account(state, id).await?;
     tracing::info!(account_id = %id, "account deleted");
+    audit::record(
+        state,
+        AuditEvent::new(action::ACCOUNT_DELETED, "account", id).account(Some(id)),
+    )
+    .await;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use keygate_core::{AccountId, KeyId};
 use keygate_store::{CreditEntry, CreditKind, CreditOutcome, CreditState};
 use time::OffsetDateTime;
 
+use super::audit::{self, action, AuditEvent};
 use crate::http::ApiError;
 use crate::state::AppState;
 
@@ -140,7 +141,17 @@ pub async fn grant(
         None,
     );
     match state.store.apply_credit(&e).await? {
-        CreditOutcome::Applied(e) => Ok((e, true)),
+        CreditOutcome::Applied(e) => {
+            let event = AuditEvent::new(action::CREDITS_GRANTED, "credits", &e.id)
+                .account(Some(account))
+                .details(serde_json::json!({
+                    "amount": e.amount,
+                    "balance_after": e.balance_after,
+                    "description": e.description,
+                }));
+            audit::record(state, event).await;
+            Ok((e, true))
+        }
         CreditOutcome::Duplicate(e) => Ok((e, false)),
         CreditOutcome::Insufficient { .. } => {
             Err(ApiError::Internal(anyhow::anyhow!("a grant was refused")))

@@ -8,6 +8,7 @@ use keygate_store::{ApiKey, KeyStatus};
 use serde_json::Value;
 use time::{Duration, OffsetDateTime};
 
+use super::audit::{self, action, AuditEvent};
 use super::now;
 use crate::http::ApiError;
 use crate::state::AppState;
@@ -124,8 +125,55 @@ pub async fn create_key(
     state.store.create_key(&record).await?;
     state.caches.forget_unknown(&record.hash);
     tracing::info!(key_id = %record.id, scope = %record.scope, "api key created");
+    audit::record(state, created_event(&record)).await;
     crate::webhooks::events::key_created(state, &record).await;
     Ok((record, generated))
+}
+
+/// `key.created`, with what the key may do (never the key itself).
+pub fn created_event(k: &ApiKey) -> AuditEvent {
+    AuditEvent::new(action::KEY_CREATED, "api_key", &k.id)
+        .account(k.account_id.as_ref())
+        .details(serde_json::json!({
+            "name": k.name,
+            "scope": k.scope.as_str(),
+            "environment": k.environment.as_str(),
+            "start": k.start,
+            "operator": k.account_id.is_none(),
+        }))
+}
+
+/// Saves a changed key and records what changed: `key.scope_changed` for its scope,
+/// `key.updated` naming the other fields.
+pub async fn update_key(state: &AppState, before: &ApiKey, after: &ApiKey) -> Result<(), ApiError> {
+    save_key(state, after).await?;
+    let account = after.account_id.as_ref();
+    if before.scope != after.scope {
+        let event = AuditEvent::new(action::KEY_SCOPE_CHANGED, "api_key", &after.id)
+            .account(account)
+            .details(
+                serde_json::json!({"from": before.scope.as_str(), "to": after.scope.as_str()}),
+            );
+        audit::record(state, event).await;
+    }
+    let fields: Vec<&str> = [
+        ("name", before.name != after.name),
+        ("description", before.description != after.description),
+        ("expires_at", before.expires_at != after.expires_at),
+        ("metadata", before.metadata != after.metadata),
+        ("rate_limit", before.rate_limit != after.rate_limit),
+        ("permissions", before.permissions != after.permissions),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !fields.is_empty() {
+        let event = AuditEvent::new(action::KEY_UPDATED, "api_key", &after.id)
+            .account(account)
+            .details(serde_json::json!({"fields": fields}));
+        audit::record(state, event).await;
+    }
+    Ok(())
 }
 
 /// Writes a changed key and drops it from every node's cache.
@@ -146,6 +194,10 @@ pub async fn revoke_key(state: &AppState, mut key: ApiKey) -> Result<ApiKey, Api
         key.revoked_at = Some(now());
         save_key(state, &key).await?;
         tracing::info!(key_id = %key.id, "api key revoked");
+        let event = AuditEvent::new(action::KEY_REVOKED, "api_key", &key.id)
+            .account(key.account_id.as_ref())
+            .details(serde_json::json!({"name": key.name}));
+        audit::record(state, event).await;
         crate::webhooks::events::key_revoked(state, &key).await;
     }
     Ok(key)
@@ -196,6 +248,10 @@ pub async fn roll_key(
     state.caches.forget_unknown(&new.hash);
     forget_key(state, &old).await?;
     tracing::info!(old_key_id = %old.id, new_key_id = %new.id, grace_seconds, "api key rolled");
+    let event = AuditEvent::new(action::KEY_ROLLED, "api_key", &old.id)
+        .account(old.account_id.as_ref())
+        .details(serde_json::json!({"new_key_id": new.id, "grace_seconds": grace_seconds}));
+    audit::record(state, event).await;
     crate::webhooks::events::key_rolled(state, &old, &new).await;
     Ok((new, generated))
 }

@@ -3,6 +3,7 @@
 //! authorize; these functions validate, build records, store them and keep the cache true.
 
 pub mod accounts;
+pub mod audit;
 pub mod credits;
 pub mod keys;
 pub mod passwords;

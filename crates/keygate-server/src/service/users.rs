@@ -4,6 +4,7 @@
 use keygate_core::{AccountId, UserId};
 use keygate_store::{PasswordVerifiers, Role, User};
 
+use super::audit::{self, action, AuditEvent};
 use super::{now, passwords};
 use crate::http::ApiError;
 use crate::state::AppState;
@@ -100,6 +101,10 @@ pub async fn create_user(
 ) -> Result<User, ApiError> {
     let user = build_user(state, account, new).await?;
     state.store.create_user(&user).await?;
+    let event = AuditEvent::new(action::USER_CREATED, "user", &user.id)
+        .account(Some(account))
+        .details(serde_json::json!({"username": user.username, "role": user.role.as_str()}));
+    audit::record(state, event).await;
     crate::webhooks::events::user_created(state, &user).await;
     Ok(user)
 }
@@ -120,6 +125,8 @@ pub async fn update_user(
     mut user: User,
     change: UserChange,
 ) -> Result<User, ApiError> {
+    let before = user.clone();
+    let password_changed = change.password.is_some();
     if let Some(email) = change.email {
         user.email = validate_email(&email)?;
     }
@@ -169,6 +176,7 @@ pub async fn update_user(
     user.updated_at = now();
     state.store.update_user(&user).await?;
     forget_user(state, &user.id).await?;
+    record_user_changes(state, &before, &user, password_changed).await;
     Ok(user)
 }
 
@@ -187,7 +195,49 @@ pub async fn delete_user(
     }
     state.store.delete_user(account, id).await?;
     forget_user(state, id).await?;
+    let event = AuditEvent::new(action::USER_DELETED, "user", id)
+        .account(Some(account))
+        .details(serde_json::json!({"username": user.username}));
+    audit::record(state, event).await;
     Ok(user)
+}
+
+/// `user.role_changed`, `user.password_changed` and `user.updated` (naming the other fields).
+async fn record_user_changes(
+    state: &AppState,
+    before: &User,
+    after: &User,
+    password_changed: bool,
+) {
+    let event = |name| AuditEvent::new(name, "user", &after.id).account(Some(&after.account_id));
+    if before.role != after.role {
+        audit::record(
+            state,
+            event(action::USER_ROLE_CHANGED).details(
+                serde_json::json!({"from": before.role.as_str(), "to": after.role.as_str()}),
+            ),
+        )
+        .await;
+    }
+    if password_changed {
+        audit::record(state, event(action::USER_PASSWORD_CHANGED)).await;
+    }
+    let fields: Vec<&str> = [
+        ("email", before.email != after.email),
+        ("username", before.username != after.username),
+        ("first_name", before.first_name != after.first_name),
+        ("last_name", before.last_name != after.last_name),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !fields.is_empty() {
+        audit::record(
+            state,
+            event(action::USER_UPDATED).details(serde_json::json!({"fields": fields})),
+        )
+        .await;
+    }
 }
 
 /// Drops the user from every node's cache: their tokens are re-checked on the next request.

@@ -19,6 +19,7 @@ use crate::http::error::ApiResult;
 use crate::http::extract::{Json, PathParams, Query};
 use crate::http::paging::{page_headers, page_request};
 use crate::http::ApiError;
+use crate::service::audit::{self, action, AuditEvent};
 use crate::service::{now, rfc3339};
 use crate::state::AppState;
 
@@ -181,8 +182,19 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-fn validate_url(url: &str) -> ApiResult<String> {
-    webhook::check_url(url).map_err(|e| ApiError::invalid_field("url", e.to_string()))?;
+/// The URL's shape now; where it points is checked at each delivery, after DNS resolution. An
+/// address that can never be delivered to is refused at once, so the mistake shows here.
+fn validate_url(state: &AppState, url: &str) -> ApiResult<String> {
+    let dest =
+        webhook::check_url(url).map_err(|e| ApiError::invalid_field("url", e.to_string()))?;
+    if let webhook::Host::Ip(ip) = dest.host {
+        if !state.config.webhooks_allow_private && webhook::is_forbidden_destination(ip) {
+            return Err(ApiError::invalid_field(
+                "url",
+                "is a private, loopback or link-local address; deliveries there are refused",
+            ));
+        }
+    }
     Ok(url.to_owned())
 }
 
@@ -265,7 +277,7 @@ pub async fn create_endpoint(
     let endpoint = WebhookEndpoint {
         id: EndpointId::generate(),
         account_id: account,
-        url: validate_url(&body.url)?,
+        url: validate_url(&state, &body.url)?,
         description: validate_description(&body.description)?,
         event_types: validate_filters(body.events)?,
         sealed_secret: seal(&state, &secret)?,
@@ -278,6 +290,8 @@ pub async fn create_endpoint(
     };
     state.store.create_endpoint(&endpoint).await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
+    let details = json!({"host": url_host(&endpoint.url), "events": endpoint.event_types, "enabled": endpoint.enabled});
+    audit_endpoint(&state, action::WEBHOOK_ENDPOINT_CREATED, &endpoint, details).await;
     let out = EndpointWithSecretOut {
         secret: secret.to_whsec(),
         endpoint: EndpointOut::new(&endpoint),
@@ -325,8 +339,9 @@ pub async fn update_endpoint(
     Json(patch): Json<EndpointPatch>,
 ) -> ApiResult<axum::Json<EndpointOut>> {
     let mut endpoint = load(&state, &who, &id).await?;
+    let before = endpoint.clone();
     if let Some(url) = patch.url {
-        endpoint.url = validate_url(&url)?;
+        endpoint.url = validate_url(&state, &url)?;
     }
     if let Some(events) = patch.events {
         endpoint.event_types = validate_filters(events)?;
@@ -340,7 +355,47 @@ pub async fn update_endpoint(
     endpoint.updated_at = now();
     state.store.update_endpoint(&endpoint).await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint updated");
+    let fields: Vec<&str> = [
+        ("url", before.url != endpoint.url),
+        ("events", before.event_types != endpoint.event_types),
+        ("description", before.description != endpoint.description),
+        ("enabled", before.enabled != endpoint.enabled),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !fields.is_empty() {
+        let details =
+            json!({"fields": fields, "host": url_host(&endpoint.url), "enabled": endpoint.enabled});
+        audit_endpoint(&state, action::WEBHOOK_ENDPOINT_UPDATED, &endpoint, details).await;
+    }
     Ok(axum::Json(EndpointOut::new(&endpoint)))
+}
+
+/// The scheme and host of an endpoint's URL: what the audit log keeps of it, since a path or
+/// query may carry a token of the receiver's.
+fn url_host(url: &str) -> String {
+    match url.parse::<axum::http::Uri>() {
+        Ok(uri) => format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("https"),
+            uri.host().unwrap_or_default()
+        ),
+        Err(_) => String::new(),
+    }
+}
+
+/// Records a change to an endpoint in the audit log (never its secret).
+async fn audit_endpoint(
+    state: &AppState,
+    name: &'static str,
+    endpoint: &WebhookEndpoint,
+    details: serde_json::Value,
+) {
+    let event = AuditEvent::new(name, "webhook_endpoint", &endpoint.id)
+        .account(Some(&endpoint.account_id))
+        .details(details);
+    audit::record(state, event).await;
 }
 
 fn set_enabled(endpoint: &mut WebhookEndpoint, enabled: bool) {
@@ -365,6 +420,8 @@ pub async fn delete_endpoint(
         .delete_endpoint(&endpoint.account_id, &endpoint.id)
         .await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint deleted");
+    let details = json!({"host": url_host(&endpoint.url)});
+    audit_endpoint(&state, action::WEBHOOK_ENDPOINT_DELETED, &endpoint, details).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -375,6 +432,7 @@ async fn switch(
     enabled: bool,
 ) -> ApiResult<EndpointOut> {
     let mut endpoint = load(state, who, id).await?;
+    let was_enabled = endpoint.enabled;
     if enabled {
         set_enabled(&mut endpoint, true);
         endpoint.updated_at = now();
@@ -385,6 +443,10 @@ async fn switch(
             .disable_endpoint(&endpoint.id, "disabled by a user", now())
             .await?;
         endpoint = load(state, who, id).await?;
+    }
+    if was_enabled != endpoint.enabled {
+        let details = json!({"fields": ["enabled"], "host": url_host(&endpoint.url), "enabled": endpoint.enabled});
+        audit_endpoint(state, action::WEBHOOK_ENDPOINT_UPDATED, &endpoint, details).await;
     }
     Ok(EndpointOut::new(&endpoint))
 }
@@ -430,6 +492,7 @@ pub async fn rotate_secret(
     endpoint.updated_at = at;
     state.store.update_endpoint(&endpoint).await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook secret rotated");
+    audit_endpoint(&state, action::WEBHOOK_SECRET_ROTATED, &endpoint, json!({})).await;
     Ok(axum::Json(EndpointWithSecretOut {
         secret: secret.to_whsec(),
         endpoint: EndpointOut::new(&endpoint),

@@ -251,10 +251,16 @@ impl TestServer {
 
     /// A second server on the same database (another node of the cluster).
     pub async fn another_node(&self) -> TestServer {
+        self.another_node_with(|_| {}).await
+    }
+
+    /// Another node whose settings `adjust` may change first.
+    pub async fn another_node_with(&self, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = self.data_dir.clone();
         let url = self.database_url.clone();
         // The same settings as this node: another node of one deployment.
-        let config = self.state.config.clone();
+        let mut config = self.state.config.clone();
+        adjust(&mut config);
         let state = AppState::open(config).await.expect("second node state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -349,4 +355,12 @@ pub fn cluster_config(dir: &std::path::Path) -> String {
     )
     .expect("write config");
     path.display().to_string()
+}
+
+/// Tests that make a burst of load, or time one, take turns: on a two-core machine a burst
+/// beside another makes the timings (and Redis's 250 ms answer deadline, past which a node
+/// limits on its own) meaningless.
+pub async fn heavy_load_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
 }

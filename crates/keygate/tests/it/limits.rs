@@ -49,6 +49,7 @@ fn bound(limit: u64, period: Duration, elapsed: Duration) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_requests_against_a_limit_of_100_admit_100() {
+    let _turn = crate::harness::heavy_load_turn().await;
     let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
     let acme = srv.account("Acme").await; // free: 100/minute
     let (admitted, elapsed) = burst(std::slice::from_ref(&srv.base), &acme.key, 1000).await;
@@ -69,6 +70,7 @@ async fn two_server_processes_sharing_postgres_and_redis_admit_the_same_total() 
         eprintln!("SKIPPED: two_server_processes_sharing_postgres_and_redis_admit_the_same_total (needs KEYGATE_TEST_DATABASE_URL and KEYGATE_TEST_REDIS_URL)");
         return;
     };
+    let _turn = crate::harness::heavy_load_turn().await;
     let db = keygate_store_sql::testing::fresh_postgres_database(&pg).await;
     let dir = crate::harness::temp_dir("two-nodes");
     let cfg = crate::harness::cluster_config(&dir);

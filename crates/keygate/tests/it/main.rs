@@ -5,6 +5,8 @@
 mod harness;
 
 mod accounts;
+mod audit;
+mod browser_safety;
 mod cli;
 mod credits;
 mod crossbar;
@@ -13,7 +15,9 @@ mod errors;
 mod gateway;
 mod keys;
 mod limits;
+mod process;
 mod secrets;
+mod tls;
 mod tokens;
 mod usage;
 mod verify;

@@ -553,10 +553,27 @@ mod private_destinations {
         let acct = srv.account("Sneaky").await;
         let mut rx = Receiver::start().await;
         let port = rx.base.rsplit(':').next().expect("port").to_owned();
+        // An address that is private as written is refused when the endpoint is registered.
         for url in [
             rx.base.clone(),
-            format!("http://localhost:{port}/"),
             format!("http://[::ffff:127.0.0.1]:{port}/"),
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+        ] {
+            let r = srv
+                .send(
+                    Method::POST,
+                    "/api/v1/webhooks",
+                    Some(&acct.key),
+                    Some(json!({"url": url})),
+                )
+                .await;
+            assert_eq!(r.status, 400, "{url}: {}", r.body);
+            assert_eq!(r.body["error"]["details"]["field"], "url");
+        }
+        // A name is resolved at each delivery, and refused when it points somewhere private.
+        for url in [
+            format!("http://localhost:{port}/"),
+            format!("http://LocalHost:{port}/x"),
         ] {
             let (id, _) = endpoint(&srv, &acct, &url, json!([])).await;
             let t = srv
