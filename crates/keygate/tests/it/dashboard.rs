@@ -549,7 +549,13 @@ async fn static_assets_are_served_with_long_cache_headers_and_pages_have_no_inli
     }
     let mut pages = vec![];
     for path in ["/keys", "/keys/new", "/usage", "/account"] {
-        pages.push(b.get(path).await.body);
+        let page = b.get(path).await;
+        // The pages are made for this policy: no inline script or style.
+        let csp = page.headers["content-security-policy"]
+            .to_str()
+            .expect("ascii");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        pages.push(page.body);
     }
     let mut anon = Browser::new(&srv);
     for path in ["/login", "/signup", "/forgot-password"] {
