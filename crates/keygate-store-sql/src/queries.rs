@@ -42,7 +42,8 @@ macro_rules! sql_store {
         use async_trait::async_trait;
         use keygate_core::{AccountId, Environment, KeyHash, KeyId, Scope, UserId};
         use keygate_store::{
-            Account, AccountStatus, ApiKey, AuditEntry, AuditFilter, CredentialDigest, CreditEntry, CreditKind, CreditOutcome, CreditState, EmailLink, KeyFilter, KeyWithAccount, LinkPurpose, Page, PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role, Session, SigningKeyRecord,
+            Account, AccountStatus, ApiKey, AuditEntry, AuditFilter, CreditEntry, CreditKind, CreditOutcome, CreditState, CredentialDigest, EmailLink, KeyFilter, KeyWithAccount,
+            LinkPurpose, Page, PageRequest, PasswordVerifiers, Revocation, RevocationKind, Role, Session, SigningKeyRecord,
             Store, StoreError, StoreResult, UsageIncrement, UsageRow, User,
         };
         use sqlx::Row as _;

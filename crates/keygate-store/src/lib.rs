@@ -218,6 +218,7 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         purpose: LinkPurpose,
         now: OffsetDateTime,
     ) -> StoreResult<EmailLink>;
+
     // The audit log.
     async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
     /// Newest first; the page's cursor is the last id of the previous page, and the page holds

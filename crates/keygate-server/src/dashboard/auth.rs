@@ -19,8 +19,10 @@ use super::page::{ok, render, see_other, wait_text, Base, FieldErrors, PageError
 use super::session::{self, safe_next, ClientIp, SessionCookie};
 use super::{links, SignupMode};
 use crate::service::accounts::{self, NewAccount};
+use crate::service::audit::{self, action, Actor, AuditEvent};
 use crate::service::{passwords, users};
 use crate::state::AppState;
+use serde_json::json;
 
 /// How many users one address may have across accounts that a login tries.
 const MAX_USERS_PER_EMAIL: u32 = 5;
@@ -414,12 +416,24 @@ pub async fn login(
         return Ok(r);
     }
     let Some(user) = check_password(&state, &email, &form.password).await? else {
+        // The address typed is kept as its domain only: the log is read by account admins,
+        // and a mistyped address may be someone else's.
+        let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let event = AuditEvent::without_object(action::LOGIN_FAILED, "user").details(
+            json!({"method": "dashboard", "reason": "wrong credentials", "email_domain": domain}),
+        );
+        audit::record(&state, event).await;
         let mut errors = FieldErrors::default();
         errors.add("form", "Incorrect email or password.");
         return render(StatusCode::UNAUTHORIZED, &page(errors));
     };
     let account = state.store.get_account(&user.account_id).await?;
     if account.status != keygate_store::AccountStatus::Active {
+        let event = AuditEvent::new(action::LOGIN_FAILED, "user", &user.id)
+            .account(Some(&account.id))
+            .actor(Actor::user(&user.id))
+            .details(json!({"method": "dashboard", "reason": "account disabled"}));
+        audit::record(&state, event).await;
         let mut errors = FieldErrors::default();
         errors.add("form", "This account is disabled.");
         return render(StatusCode::FORBIDDEN, &page(errors));
@@ -446,6 +460,11 @@ pub async fn login(
             .await?;
     }
     let cookie = session::start(&state, &user).await?;
+    let event = AuditEvent::new(action::LOGIN_SUCCEEDED, "user", &user.id)
+        .account(Some(&account.id))
+        .actor(Actor::user(&user.id))
+        .details(json!({"method": "dashboard"}));
+    audit::record(&state, event).await;
     Ok(see_other(&next, &[cookie]))
 }
 
@@ -629,6 +648,11 @@ pub async fn reset(
         },
     )
     .await?;
+    let event = AuditEvent::new(action::PASSWORD_RESET, "user", &user.id)
+        .account(Some(&user.account_id))
+        .actor(Actor::user(&user.id))
+        .details(json!({"method": "mailed link"}));
+    audit::record(&state, event).await;
     // Reading the mail proved the address, and every other browser is signed out.
     if user.email.eq_ignore_ascii_case(&link.email) && user.email_verified_at.is_none() {
         state
@@ -642,18 +666,6 @@ pub async fn reset(
         .delete_user_sessions(&user.account_id, &user.id)
         .await?;
     tracing::info!(user_id = %user.id, sessions_ended = ended, "dashboard password reset");
-    crate::service::audit::record(
-        &state,
-        crate::service::audit::AuditEvent::new(
-            crate::service::audit::action::PASSWORD_RESET,
-            "user",
-            &user.id,
-        )
-        .account(Some(&user.account_id))
-        .actor(crate::service::audit::Actor::user(&user.id))
-        .details(serde_json::json!({ "sessions_ended": ended, "by": "mailed link" })),
-    )
-    .await;
     Ok(see_other("/login?notice=password_reset", &[]))
 }
 

@@ -56,8 +56,8 @@ pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<u64
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={age}"));
     }
-    // Serving TLS ourselves, every visit is over HTTPS; behind a TLS proxy, `cookie_secure`.
-    if state.config.dashboard.cookie_secure || state.config.tls.is_some() {
+    // Behind TLS (ours, or a trusted proxy's) cookies are `Secure` without being told.
+    if state.config.dashboard.cookie_secure || state.config.secure_cookies() {
         c.push_str("; Secure");
     }
     HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))

@@ -18,6 +18,7 @@ mod links;
 pub mod page;
 pub mod session;
 mod usage;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -101,6 +102,11 @@ pub const NAV: &[NavItem] = &[
         icon: "M9 19v-6a2 2 0 0 0-2-2H5a2 2 0 0 0-2 2v6a2 2 0 0 0 2 2h2a2 2 0 0 0 2-2zm0 0V9a2 2 0 0 1 2-2h2a2 2 0 0 1 2 2v10m-6 0a2 2 0 0 0 2 2h2a2 2 0 0 0 2-2m0 0V5a2 2 0 0 1 2-2h2a2 2 0 0 1 2 2v14a2 2 0 0 1-2 2h-2a2 2 0 0 1-2-2z",
     },
     NavItem {
+        label: "Webhooks",
+        href: "/webhooks",
+        icon: "M13 10V3L4 14h7v7l9-11h-7z",
+    },
+    NavItem {
         label: "Account",
         href: "/account",
         icon: "M17 20h5v-2a3 3 0 0 0-5.356-1.857M17 20H7m10 0v-2c0-.656-.126-1.283-.356-1.857M7 20H2v-2a3 3 0 0 1 5.356-1.857M7 20v-2c0-.656.126-1.283.356-1.857m0 0a5.002 5.002 0 0 1 9.288 0M15 7a3 3 0 1 1-6 0 3 3 0 0 1 6 0z",
@@ -131,6 +137,24 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             get(keys::confirm_roll).post(keys::roll_key),
         )
         .route("/usage", get(usage::usage_page))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/webhooks/new", get(webhooks::new_endpoint))
+        .route("/webhooks/{id}", get(webhooks::show))
+        .route("/webhooks/{id}/test", post(webhooks::send_test))
+        .route("/webhooks/{id}/enable", post(webhooks::enable))
+        .route("/webhooks/{id}/disable", post(webhooks::disable))
+        .route(
+            "/webhooks/{id}/rotate",
+            get(webhooks::confirm_rotate).post(webhooks::rotate),
+        )
+        .route(
+            "/webhooks/{id}/delete",
+            get(webhooks::confirm_delete).post(webhooks::delete),
+        )
+        .route(
+            "/webhooks/{id}/deliveries/{delivery}/replay",
+            post(webhooks::replay),
+        )
         .route("/account", get(account::account_page))
         .route("/account/invites", post(account::invite_user))
         .route("/account/users/{id}/role", post(account::change_role))

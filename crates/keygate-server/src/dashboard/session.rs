@@ -6,9 +6,9 @@
 //! for a signed-in user: without a valid session the request is answered with a redirect to
 //! `/login?next=<this page>`, and the login page sends the user back there.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use keygate_store::{Account, AccountStatus, Role, Session, StoreError, User};
@@ -158,22 +158,15 @@ impl FromRequestParts<AppState> for DashboardAdmin {
     }
 }
 
-/// The client's address, for throttling: the one `http::client` decided (a trusted proxy's
-/// `X-Forwarded-For`, else the TCP peer).
+/// The client's address, for throttling: the one `http::client` decided (the TCP peer, or what
+/// a trusted proxy says), so a forged `X-Forwarded-For` cannot dodge the login limit.
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let known = parts
-            .extensions
-            .get::<crate::http::client::ClientInfo>()
-            .is_some()
-            || parts.extensions.get::<ConnectInfo<SocketAddr>>().is_some();
-        Ok(ClientIp(
-            known.then(|| crate::http::client::of_parts(parts).addr),
-        ))
+        Ok(ClientIp(Some(crate::http::client::of_parts(parts).addr)))
     }
 }
 

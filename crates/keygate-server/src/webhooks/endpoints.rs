@@ -239,7 +239,7 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
-fn parse_secret(raw: Option<&str>) -> ApiResult<WebhookSecret> {
+pub fn parse_secret(raw: Option<&str>) -> ApiResult<WebhookSecret> {
     match raw {
         None => Ok(WebhookSecret::generate()),
         Some(s) => WebhookSecret::parse_whsec(s)
@@ -264,6 +264,51 @@ async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<WebhookE
         .map_err(|_| ApiError::not_found("Webhook endpoint"))
 }
 
+/// What a new endpoint is made of (the API's body, the dashboard's form).
+pub struct EndpointSpec {
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: String,
+    pub enabled: bool,
+}
+
+/// Validates and stores a new endpoint of `account` signing with `secret`.
+pub async fn create(
+    state: &AppState,
+    account: &keygate_core::AccountId,
+    spec: EndpointSpec,
+    secret: &WebhookSecret,
+) -> ApiResult<WebhookEndpoint> {
+    let at = now();
+    let endpoint = WebhookEndpoint {
+        id: EndpointId::generate(),
+        account_id: account.clone(),
+        url: validate_url(state, &spec.url)?,
+        description: validate_description(&spec.description)?,
+        event_types: validate_filters(spec.events)?,
+        sealed_secret: seal(state, secret)?,
+        previous_secret: None,
+        enabled: spec.enabled,
+        disabled_reason: None,
+        failing_since: None,
+        created_at: at,
+        updated_at: at,
+    };
+    state.store.create_endpoint(&endpoint).await?;
+    tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
+    let details = json!({"host": url_host(&endpoint.url), "events": endpoint.event_types, "enabled": endpoint.enabled});
+    audit_endpoint(state, action::WEBHOOK_ENDPOINT_CREATED, &endpoint, details).await;
+    Ok(endpoint)
+}
+
+/// Parses a filter list typed as text: event types separated by commas, spaces or lines.
+pub fn filters_from_text(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = EndpointIn,
     responses((status = 201, body = EndpointWithSecretOut), (status = 400), (status = 403)))]
 pub async fn create_endpoint(
@@ -273,25 +318,13 @@ pub async fn create_endpoint(
 ) -> ApiResult<impl IntoResponse> {
     let account = who.own_account()?.clone();
     let secret = parse_secret(body.secret.as_deref())?;
-    let at = now();
-    let endpoint = WebhookEndpoint {
-        id: EndpointId::generate(),
-        account_id: account,
-        url: validate_url(&state, &body.url)?,
-        description: validate_description(&body.description)?,
-        event_types: validate_filters(body.events)?,
-        sealed_secret: seal(&state, &secret)?,
-        previous_secret: None,
+    let spec = EndpointSpec {
+        url: body.url,
+        events: body.events,
+        description: body.description,
         enabled: body.enabled.unwrap_or(true),
-        disabled_reason: None,
-        failing_since: None,
-        created_at: at,
-        updated_at: at,
     };
-    state.store.create_endpoint(&endpoint).await?;
-    tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
-    let details = json!({"host": url_host(&endpoint.url), "events": endpoint.event_types, "enabled": endpoint.enabled});
-    audit_endpoint(&state, action::WEBHOOK_ENDPOINT_CREATED, &endpoint, details).await;
+    let endpoint = create(&state, &account, spec, &secret).await?;
     let out = EndpointWithSecretOut {
         secret: secret.to_whsec(),
         endpoint: EndpointOut::new(&endpoint),
@@ -415,14 +448,20 @@ pub async fn delete_endpoint(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let endpoint = load(&state, &who, &id).await?;
+    delete(&state, &endpoint).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes an endpoint with its deliveries and their attempts.
+pub async fn delete(state: &AppState, endpoint: &WebhookEndpoint) -> ApiResult<()> {
     state
         .store
         .delete_endpoint(&endpoint.account_id, &endpoint.id)
         .await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint deleted");
     let details = json!({"host": url_host(&endpoint.url)});
-    audit_endpoint(&state, action::WEBHOOK_ENDPOINT_DELETED, &endpoint, details).await;
-    Ok(StatusCode::NO_CONTENT)
+    audit_endpoint(state, action::WEBHOOK_ENDPOINT_DELETED, endpoint, details).await;
+    Ok(())
 }
 
 async fn switch(
@@ -431,7 +470,18 @@ async fn switch(
     id: &str,
     enabled: bool,
 ) -> ApiResult<EndpointOut> {
-    let mut endpoint = load(state, who, id).await?;
+    let endpoint = load(state, who, id).await?;
+    Ok(EndpointOut::new(
+        &set_endpoint_enabled(state, endpoint, enabled).await?,
+    ))
+}
+
+/// Enables (forgetting past failures) or disables (giving up pending deliveries) an endpoint.
+pub async fn set_endpoint_enabled(
+    state: &AppState,
+    mut endpoint: WebhookEndpoint,
+    enabled: bool,
+) -> ApiResult<WebhookEndpoint> {
     let was_enabled = endpoint.enabled;
     if enabled {
         set_enabled(&mut endpoint, true);
@@ -442,13 +492,16 @@ async fn switch(
             .store
             .disable_endpoint(&endpoint.id, "disabled by a user", now())
             .await?;
-        endpoint = load(state, who, id).await?;
+        endpoint = state
+            .store
+            .get_endpoint(Some(&endpoint.account_id), &endpoint.id)
+            .await?;
     }
     if was_enabled != endpoint.enabled {
         let details = json!({"fields": ["enabled"], "host": url_host(&endpoint.url), "enabled": endpoint.enabled});
         audit_endpoint(state, action::WEBHOOK_ENDPOINT_UPDATED, &endpoint, details).await;
     }
-    Ok(EndpointOut::new(&endpoint))
+    Ok(endpoint)
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/enable", tag = "webhooks",
@@ -482,21 +535,31 @@ pub async fn rotate_secret(
     PathParams(id): PathParams<String>,
     Json(body): Json<RotateIn>,
 ) -> ApiResult<axum::Json<EndpointWithSecretOut>> {
-    let mut endpoint = load(&state, &who, &id).await?;
+    let endpoint = load(&state, &who, &id).await?;
     let secret = parse_secret(body.secret.as_deref())?;
+    let endpoint = rotate(&state, endpoint, &secret).await?;
+    Ok(axum::Json(EndpointWithSecretOut {
+        secret: secret.to_whsec(),
+        endpoint: EndpointOut::new(&endpoint),
+    }))
+}
+
+/// Makes `secret` the endpoint's; the current one keeps signing beside it for a day.
+pub async fn rotate(
+    state: &AppState,
+    mut endpoint: WebhookEndpoint,
+    secret: &WebhookSecret,
+) -> ApiResult<WebhookEndpoint> {
     let at = now();
     endpoint.previous_secret = Some((
-        std::mem::replace(&mut endpoint.sealed_secret, seal(&state, &secret)?),
+        std::mem::replace(&mut endpoint.sealed_secret, seal(state, secret)?),
         at,
     ));
     endpoint.updated_at = at;
     state.store.update_endpoint(&endpoint).await?;
     tracing::info!(endpoint_id = %endpoint.id, "webhook secret rotated");
-    audit_endpoint(&state, action::WEBHOOK_SECRET_ROTATED, &endpoint, json!({})).await;
-    Ok(axum::Json(EndpointWithSecretOut {
-        secret: secret.to_whsec(),
-        endpoint: EndpointOut::new(&endpoint),
-    }))
+    audit_endpoint(state, action::WEBHOOK_SECRET_ROTATED, &endpoint, json!({})).await;
+    Ok(endpoint)
 }
 
 /// Sends a `webhook.test` event to this endpoint alone, whatever its filters.
@@ -508,23 +571,7 @@ pub async fn test_endpoint(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<impl IntoResponse> {
     let endpoint = load(&state, &who, &id).await?;
-    if !endpoint.enabled {
-        return Err(ApiError::conflict(
-            "the endpoint is disabled; enable it first",
-        ));
-    }
-    let data = json!({
-        "message": "A test event from Keygate: your endpoint receives and verifies webhooks.",
-        "endpoint_id": endpoint.id,
-    });
-    let published = super::events::publish(
-        &state,
-        &endpoint.account_id,
-        "webhook.test",
-        data,
-        EventTarget::Endpoint(endpoint.id.clone()),
-    )
-    .await?;
+    let published = send_test(&state, &endpoint).await?;
     let delivery = published
         .deliveries
         .first()
@@ -537,6 +584,30 @@ pub async fn test_endpoint(
             delivery_id: delivery,
         }),
     ))
+}
+
+/// Queues a `webhook.test` event for this endpoint alone.
+pub async fn send_test(
+    state: &AppState,
+    endpoint: &WebhookEndpoint,
+) -> ApiResult<super::events::Published> {
+    if !endpoint.enabled {
+        return Err(ApiError::conflict(
+            "the endpoint is disabled; enable it first",
+        ));
+    }
+    let data = json!({
+        "message": "A test event from Keygate: your endpoint receives and verifies webhooks.",
+        "endpoint_id": endpoint.id,
+    });
+    Ok(super::events::publish(
+        state,
+        &endpoint.account_id,
+        "webhook.test",
+        data,
+        EventTarget::Endpoint(endpoint.id.clone()),
+    )
+    .await?)
 }
 
 /// The endpoint's deliveries, newest first, each with its attempts.
@@ -580,8 +651,24 @@ pub async fn replay_delivery(
     PathParams((id, delivery_id)): PathParams<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
     let endpoint = load(&state, &who, &id).await?;
+    let (delivery, replay) = replay(&state, &endpoint, &delivery_id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(QueuedOut {
+            event_id: delivery.event_id.to_string(),
+            delivery_id: replay.to_string(),
+        }),
+    ))
+}
+
+/// Queues the delivery's event for the endpoint again; returns the original and the new id.
+pub async fn replay(
+    state: &AppState,
+    endpoint: &WebhookEndpoint,
+    delivery_id: &str,
+) -> ApiResult<(WebhookDelivery, DeliveryId)> {
     let delivery_id =
-        DeliveryId::parse(&delivery_id).ok_or_else(|| ApiError::not_found("Delivery"))?;
+        DeliveryId::parse(delivery_id).ok_or_else(|| ApiError::not_found("Delivery"))?;
     let delivery = state
         .store
         .get_delivery(&endpoint.account_id, &delivery_id)
@@ -599,12 +686,6 @@ pub async fn replay_delivery(
         .store
         .replay_delivery(&endpoint.account_id, &delivery.id, now())
         .await?;
-    super::events::wake(&state);
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(QueuedOut {
-            event_id: delivery.event_id.to_string(),
-            delivery_id: replay.to_string(),
-        }),
-    ))
+    super::events::wake(state);
+    Ok((delivery, replay))
 }

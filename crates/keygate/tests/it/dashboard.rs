@@ -671,3 +671,87 @@ async fn logging_in_again_replaces_the_browsers_previous_session() {
     assert_eq!(replay.get("/keys").await.status, 303, "the old one ended");
     assert_eq!(b.get("/keys").await.status, 200);
 }
+
+/// The `whsec_…` secret on a "copy the signing secret" page.
+fn shown_secret(body: &str) -> String {
+    let secret = shown_key(body);
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    secret
+}
+
+on_both_backends! {
+    async fn webhooks_are_added_tested_replayed_rotated_and_deleted_from_the_dashboard(srv) {
+        let (mut b, _) = signed_in(&srv, "Hooked", "ada@hooked.test").await;
+        let list = b.get("/webhooks").await;
+        assert_eq!(list.status, 200);
+        assert!(list.body.contains("No endpoints yet"));
+        assert!(list.body.contains("href=\"/webhooks\""), "in the sidebar");
+
+        let bad = b.post("/webhooks", &[("url", "ftp://nope"), ("events", ""), ("description", "")]).await;
+        assert_eq!(bad.status, 400);
+        assert!(bad.body.contains("url-error"), "the field is marked: {}", bad.body);
+
+        let made = b.post("/webhooks", &[
+            ("url", "https://hooks.example.com/keygate"),
+            ("events", "post.created, key.*"),
+            ("description", "production receiver"),
+        ]).await;
+        assert_eq!(made.status, 200, "{}", made.body);
+        let secret = shown_secret(&made.body);
+        assert!(made.body.contains("will not be shown again"));
+        let at = made.body.find("/webhooks/ep_").expect("a link to the endpoint") + 10;
+        let id = made.body[at..at + made.body[at..].find('"').expect("end")].to_owned();
+
+        let page = b.get(&format!("/webhooks/{id}")).await;
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains("https://hooks.example.com/keygate"));
+        assert!(page.body.contains("key.*, post.created"));
+        assert!(!page.body.contains(&secret), "the secret is not shown again");
+
+        let sent = b.post(&format!("/webhooks/{id}/test"), &[]).await;
+        assert_eq!(sent.status, 303);
+        let page = b.get(&format!("/webhooks/{id}")).await;
+        assert!(page.body.contains("webhook.test"), "the test delivery is listed");
+        let at = page.body.find("/deliveries/dlv_").expect("a replay form") + 12;
+        let delivery = page.body[at..at + page.body[at..].find('/').expect("end")].to_owned();
+        let replayed = b.post(&format!("/webhooks/{id}/deliveries/{delivery}/replay"), &[]).await;
+        assert_eq!(replayed.status, 303, "{}", replayed.body);
+        assert_eq!(replayed.location.as_deref(), Some(format!("/webhooks/{id}?notice=replayed").as_str()));
+
+        assert_eq!(b.get(&format!("/webhooks/{id}/rotate")).await.status, 200);
+        let rotated = b.post(&format!("/webhooks/{id}/rotate"), &[]).await;
+        assert_eq!(rotated.status, 200);
+        assert_ne!(shown_secret(&rotated.body), secret);
+
+        let off = b.post(&format!("/webhooks/{id}/disable"), &[]).await;
+        assert_eq!(off.status, 303);
+        assert!(b.get(&format!("/webhooks/{id}")).await.body.contains("disabled by a user"));
+
+        // Another account's user sees nothing of it.
+        let (mut other, _) = signed_in(&srv, "Others", "eve@others.test").await;
+        assert_eq!(other.get(&format!("/webhooks/{id}")).await.status, 404);
+        assert_eq!(other.post(&format!("/webhooks/{id}/delete"), &[]).await.status, 404);
+
+        let no_csrf = b.post_raw(&format!("/webhooks/{id}/delete"), &[], &[]).await;
+        assert_eq!(no_csrf.status, 403, "a form without its CSRF token is refused");
+        let gone = b.post(&format!("/webhooks/{id}/delete"), &[]).await;
+        assert_eq!(gone.status, 303);
+        assert_eq!(b.get(&format!("/webhooks/{id}")).await.status, 404);
+    }
+}
+
+on_both_backends! {
+    async fn dashboard_logins_are_in_the_audit_log_without_the_password(srv) {
+        let key = account_with_owner(&srv, "Audited", "ada@audited.test").await;
+        let mut b = Browser::new(&srv);
+        assert_eq!(b.login("ada@audited.test", "not the password").await.status, 401);
+        assert_eq!(b.login("ada@audited.test", PASSWORD).await.status, 303);
+        let log = srv.get_ok("/api/v1/audit-log?action=login.", &key).await;
+        let entries = log.as_array().expect("entries");
+        let actions: Vec<&str> = entries.iter().filter_map(|e| e["action"].as_str()).collect();
+        assert!(actions.contains(&"login.succeeded"), "{log}");
+        let text = log.to_string();
+        assert!(!text.contains(PASSWORD) && !text.contains("not the password"));
+        assert!(text.contains("dashboard"));
+    }
+}
