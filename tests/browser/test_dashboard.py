@@ -124,6 +124,9 @@ def test_sign_up_verify_log_in_create_a_key_use_it_and_revoke_it(server, browser
     sidebar(browser, "Account")
     assert heading(browser) == "Account"
     assert EMAIL in browser.page_source
+    fill(browser, "invite-email", "jane@example.com")
+    submit(browser, "Send invitation")
+    assert "Invitation sent" in browser.page_source
     shoot("10-account")
 
     # Revoke it, after a confirmation.
@@ -151,6 +154,23 @@ def test_sign_up_verify_log_in_create_a_key_use_it_and_revoke_it(server, browser
     shoot("17-logged-out")
     shoot("18-phone-login", phone=True)
 
+    # The invited teammate joins, and the owner sees them with their role.
+    browser.get(server.link_in_mail_to("jane@example.com"))
+    assert heading(browser) == "Join Acme Inc"
+    shoot("19-invitation")
+    fill(browser, "name", "Jane Roe")
+    fill(browser, "password", "another good password")
+    submit(browser, "Accept and continue")
+    assert browser.current_url.endswith("/keys")
+    submit(browser, "Log out")
+    fill(browser, "email", EMAIL)
+    fill(browser, "password", PASSWORD)
+    submit(browser, "Log in")
+    browser.get(server.base_url + "/account")
+    assert "jane@example.com" in browser.page_source
+    shoot("20-account-users")
+    shoot("21-phone-account-users", phone=True)
+
 
 def test_the_dashboard_works_without_javascript(server, browser, shoot):
     """Every step of the flow is a link or a form: with scripts off, only the copy button goes."""
@@ -171,5 +191,5 @@ def test_the_dashboard_works_without_javascript(server, browser, shoot):
     submit(browser, "Generate")
     key = browser.find_element(By.ID, "new-key").get_attribute("value")
     assert not browser.find_element(By.CSS_SELECTOR, "button[data-copy]").is_displayed()
-    shoot("20-nojs-key-created")
+    shoot("30-nojs-key-created")
     assert me(server, key).status_code == 200

@@ -67,7 +67,13 @@ pub struct Common {
     #[arg(long, env = "KEYGATE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Mark the dashboard's cookies Secure (set it when users reach Keygate over HTTPS).
-    #[arg(long, env = "KEYGATE_COOKIE_SECURE", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(
+        long,
+        env = "KEYGATE_COOKIE_SECURE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true
+    )]
     pub cookie_secure: Option<bool>,
     /// The product name the dashboard and its mail show [default: Keygate].
     #[arg(long, env = "KEYGATE_BRAND_NAME")]

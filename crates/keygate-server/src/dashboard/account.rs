@@ -1,11 +1,14 @@
 //! The Account page: the account and its plan, and, for its owner and admins, its users with
-//! their roles and a form to invite more.
+//! their roles: changing a role, removing a user (after a confirmation), inviting more. Nobody
+//! changes their own role or removes themselves here, and the owner stays the owner (the user
+//! service's rules).
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use keygate_store::{PageRequest, Role};
+use keygate_core::UserId;
+use keygate_store::{PageRequest, Role, User};
 use serde::Deserialize;
 
 use super::csrf::{CsrfToken, Form};
@@ -15,12 +18,16 @@ use crate::service::users;
 use crate::state::AppState;
 
 pub struct UserRow {
+    pub id: String,
     pub name: String,
     pub email: String,
     pub role: &'static str,
     pub verified: bool,
     pub joined: String,
     pub is_me: bool,
+    /// An admin may change this user's role and remove them.
+    pub manageable: bool,
+    pub is_admin_role: bool,
 }
 
 #[derive(Template)]
@@ -68,6 +75,9 @@ async fn page(
             .items
             .into_iter()
             .map(|u| UserRow {
+                id: u.id.to_string(),
+                manageable: u.id != me.user.id && u.role != Role::Owner,
+                is_admin_role: u.role == Role::Admin,
                 name: format!("{} {}", u.first_name, u.last_name)
                     .trim()
                     .to_owned(),
@@ -107,6 +117,8 @@ pub async fn account_page(
 ) -> Result<Response, PageError> {
     let notice = match q.notice.as_deref() {
         Some("invited") => Some("Invitation sent. The link in it works for 7 days."),
+        Some("role_changed") => Some("The role is changed. It applies from their next request."),
+        Some("removed") => Some("The user is removed and signed out."),
         _ => None,
     };
     ok(&page(
@@ -167,4 +179,100 @@ pub async fn invite_user(
         StatusCode::BAD_REQUEST,
         &page(&state, &csrf, &me, None, (form.email, form.role), errors).await?,
     )
+}
+
+/// Another user of the admin's account whom they may manage: not themselves, not the owner.
+async fn manageable_user(
+    state: &AppState,
+    me: &DashboardUser,
+    id: &str,
+) -> Result<User, PageError> {
+    let id = UserId::parse(id).ok_or(PageError::NotFound)?;
+    let user = state
+        .store
+        .get_user(&me.account.id, &id)
+        .await
+        .map_err(|_| PageError::NotFound)?;
+    if user.id == me.user.id {
+        return Err(PageError::Forbidden(
+            "You cannot change your own role or remove yourself.".into(),
+        ));
+    }
+    if user.role == Role::Owner {
+        return Err(PageError::Forbidden(
+            "The account's owner keeps their role.".into(),
+        ));
+    }
+    Ok(user)
+}
+
+#[derive(Deserialize)]
+pub struct RoleForm {
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn change_role(
+    State(state): State<AppState>,
+    DashboardAdmin(me): DashboardAdmin,
+    Path(id): Path<String>,
+    Form(form): Form<RoleForm>,
+) -> Result<Response, PageError> {
+    let user = manageable_user(&state, &me, &id).await?;
+    let role = match form.role.as_str() {
+        "member" => Role::Member,
+        "admin" => Role::Admin,
+        _ => return Err(PageError::BadRequest("Choose member or admin.".into())),
+    };
+    users::update_user(
+        &state,
+        user,
+        users::UserChange {
+            role: Some(role),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(see_other("/account?notice=role_changed", &[]))
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/user_remove.html")]
+struct RemovePage {
+    base: Base,
+    id: String,
+    name: String,
+    email: String,
+    account: String,
+}
+
+pub async fn confirm_remove(
+    State(state): State<AppState>,
+    csrf: CsrfToken,
+    DashboardAdmin(me): DashboardAdmin,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let user = manageable_user(&state, &me, &id).await?;
+    ok(&RemovePage {
+        base: Base::signed_in(&state, &csrf, &me, "/account"),
+        id: user.id.to_string(),
+        name: format!("{} {}", user.first_name, user.last_name)
+            .trim()
+            .to_owned(),
+        email: user.email,
+        account: me.account.name.clone(),
+    })
+}
+
+pub async fn remove_user(
+    State(state): State<AppState>,
+    DashboardAdmin(me): DashboardAdmin,
+    Path(id): Path<String>,
+    Form(_): Form<serde::de::IgnoredAny>,
+) -> Result<Response, PageError> {
+    let user = manageable_user(&state, &me, &id).await?;
+    // Their sessions go with them (the store cascades), and caches forget them.
+    users::delete_user(&state, &me.account.id, &user.id).await?;
+    tracing::info!(user_id = %user.id, "user removed from the dashboard");
+    Ok(see_other("/account?notice=removed", &[]))
 }

@@ -816,6 +816,7 @@ pub async fn accept_invite(
         }
         Err(e) => return Err(e.into()),
     }
+    crate::webhooks::events::user_created(&state, &user).await;
     tracing::info!(account_id = %account.id, user_id = %user.id, "invitation accepted");
     let cookie = session::start(&state, &user).await?;
     Ok(see_other("/keys", &[cookie]))

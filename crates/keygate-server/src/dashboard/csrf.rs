@@ -50,7 +50,8 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// `Set-Cookie` for a cookie of the dashboard: HttpOnly, SameSite=Lax, `Secure` when so
-/// configured; `max_age` `None` for a browser-session cookie, `Some(0)` to delete it.
+/// configured or behind TLS (`Config::secure_cookies`); `max_age` `None` for a browser-session
+/// cookie, `Some(0)` to delete it.
 pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
     let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if let Some(age) = max_age {

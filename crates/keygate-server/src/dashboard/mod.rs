@@ -15,7 +15,7 @@ mod auth;
 pub mod csrf;
 mod keys;
 mod links;
-mod page;
+pub mod page;
 pub mod session;
 mod usage;
 mod webhooks;
@@ -56,7 +56,8 @@ pub struct DashboardConfig {
     /// `https://my.example.com`. `None`: `http://<listen address>`. Never taken from a request's
     /// `Host`, which a client chooses (a reset link must not point to an attacker's host).
     pub public_url: Option<String>,
-    /// Marks the session and CSRF cookies `Secure` (behind TLS).
+    /// Marks the session and CSRF cookies `Secure` (behind a TLS-terminating proxy; with `tls`
+    /// configured they always are).
     pub cookie_secure: bool,
     /// How long a login lasts.
     pub session_ttl: Duration,
@@ -156,6 +157,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         )
         .route("/account", get(account::account_page))
         .route("/account/invites", post(account::invite_user))
+        .route("/account/users/{id}/role", post(account::change_role))
+        .route(
+            "/account/users/{id}/remove",
+            get(account::confirm_remove).post(account::remove_user),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             csrf::ensure_cookie,

@@ -124,6 +124,15 @@ impl FromRequestParts<AppState> for DashboardUser {
         if entry.account.status != AccountStatus::Active {
             return Err(PageError::Forbidden("This account is disabled.".into()));
         }
+        // What this user does through the services is audited as theirs.
+        crate::http::request_id::set_principal(&crate::http::auth::Principal {
+            scope: crate::http::auth::user_scope(entry.user.role),
+            account_id: Some(entry.account.id.clone()),
+            user_id: Some(entry.user.id.clone()),
+            key: None,
+            user: Some(entry.clone()),
+            token: None,
+        });
         Ok(DashboardUser {
             user: entry.user.clone(),
             account: entry.account.clone(),

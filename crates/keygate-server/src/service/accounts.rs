@@ -131,6 +131,7 @@ pub async fn sign_up(state: &AppState, new: NewAccount) -> Result<(Account, User
     tracing::info!(account_id = %account.id, "account signed up");
     let event = AuditEvent::new(action::ACCOUNT_CREATED, "account", &account.id)
         .account(Some(&account.id))
+        .actor(audit::Actor::user(&owner.id))
         .details(serde_json::json!({
             "name": account.name,
             "plan": account.plan,

@@ -418,6 +418,41 @@ on_both_backends! {
         assert_eq!(r.status, 403);
         assert!(owner.get("/account").await.body.contains("bob@acme.example"));
     }
+
+    async fn admins_change_roles_and_remove_users_but_never_their_own_or_the_owners(srv) {
+        let (mut owner, _) = signed_in(&srv, "Acme", "ada@acme.example").await;
+        owner.post("/account/invites", &[("email", "bob@acme.example"), ("role", "member")]).await;
+        let token = last_link_to(&srv, "bob@acme.example").split("token=").nth(1).expect("token").to_owned();
+        let mut bob = Browser::new(&srv);
+        bob.get("/login").await;
+        assert_eq!(bob.post("/invite", &[("token", &token), ("name", "Bob Builder"), ("password", PASSWORD)]).await.status, 303);
+        let find = |email: &'static str| {
+            let store = srv.state.store.clone();
+            async move { store.find_users_by_email(email, 1).await.expect("found").remove(0).id.to_string() }
+        };
+        let (ada_id, bob_id) = (find("ada@acme.example").await, find("bob@acme.example").await);
+
+        // A member changes nobody's role.
+        assert_eq!(bob.post(&format!("/account/users/{ada_id}/role"), &[("role", "member")]).await.status, 403);
+        let r = owner.post(&format!("/account/users/{bob_id}/role"), &[("role", "admin")]).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let page = bob.get("/account").await;
+        assert!(page.body.contains("ada@acme.example"), "an admin now: the users are listed");
+        // Not the owner's role, nor one's own.
+        assert_eq!(bob.post(&format!("/account/users/{ada_id}/role"), &[("role", "member")]).await.status, 403);
+        assert_eq!(bob.post(&format!("/account/users/{bob_id}/role"), &[("role", "member")]).await.status, 403);
+        assert_eq!(bob.get(&format!("/account/users/{ada_id}/remove")).await.status, 403);
+
+        // Another account's user is not found.
+        let (mut other, _) = signed_in(&srv, "Globex", "hank@globex.example").await;
+        assert_eq!(other.post(&format!("/account/users/{bob_id}/remove"), &[]).await.status, 404);
+
+        let confirm = owner.get(&format!("/account/users/{bob_id}/remove")).await;
+        assert!(confirm.body.contains("Remove user"));
+        assert_eq!(owner.post(&format!("/account/users/{bob_id}/remove"), &[]).await.status, 303);
+        assert_eq!(bob.get("/keys").await.status, 303, "a removed user is signed out");
+        assert!(!owner.get("/account").await.body.contains("bob@acme.example"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,7 +549,13 @@ async fn static_assets_are_served_with_long_cache_headers_and_pages_have_no_inli
     }
     let mut pages = vec![];
     for path in ["/keys", "/keys/new", "/usage", "/account"] {
-        pages.push(b.get(path).await.body);
+        let page = b.get(path).await;
+        // The pages are made for this policy: no inline script or style.
+        let csp = page.headers["content-security-policy"]
+            .to_str()
+            .expect("ascii");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        pages.push(page.body);
     }
     let mut anon = Browser::new(&srv);
     for path in ["/login", "/signup", "/forgot-password"] {
