@@ -132,6 +132,7 @@ impl FromRequestParts<AppState> for DashboardUser {
             key: None,
             user: Some(entry.clone()),
             token: None,
+            oauth: None,
         });
         Ok(DashboardUser {
             user: entry.user.clone(),
