@@ -134,7 +134,7 @@ pub struct ScopeChoice {
     pub hint: &'static str,
 }
 
-fn scope_choices(me: &DashboardUser) -> Vec<ScopeChoice> {
+pub(super) fn scope_choices(me: &DashboardUser) -> Vec<ScopeChoice> {
     [
         ScopeChoice {
             value: "read",

@@ -1,8 +1,9 @@
 //! The developer dashboard, `/`: server-rendered pages (askama templates in
 //! `templates/dashboard/`) for signing up, verifying an email address, logging in and out,
-//! resetting a password, accepting an invitation, and the signed-in pages: API Keys, Usage and
-//! Account. Every page works without JavaScript; `app.js` only adds the copy button. Pages
-//! use no inline script or style, so they work under a strict CSP (`default-src 'self'`).
+//! resetting a password, accepting an invitation, and the signed-in pages: API Keys, Usage,
+//! Webhooks, OAuth Apps and Account. Every page works without JavaScript; `app.js` only adds
+//! the copy button. Pages use no inline script or style, so they work under a strict CSP
+//! (`default-src 'self'`).
 //!
 //! Authorization is an extractor, as on the API: a handler that takes [`DashboardUser`] only
 //! runs for a signed-in user (others are sent to `/login?next=…`), [`DashboardAdmin`] only
@@ -15,6 +16,7 @@ mod auth;
 pub mod csrf;
 mod keys;
 mod links;
+mod oauth_apps;
 pub mod page;
 pub mod session;
 mod usage;
@@ -107,6 +109,11 @@ pub const NAV: &[NavItem] = &[
         icon: "M13 10V3L4 14h7v7l9-11h-7z",
     },
     NavItem {
+        label: "OAuth Apps",
+        href: "/oauth-apps",
+        icon: "M12 15v2m-6 4h12a2 2 0 0 0 2-2v-6a2 2 0 0 0-2-2H6a2 2 0 0 0-2 2v6a2 2 0 0 0 2 2zm10-10V7a4 4 0 0 0-8 0v4h8z",
+    },
+    NavItem {
         label: "Account",
         href: "/account",
         icon: "M17 20h5v-2a3 3 0 0 0-5.356-1.857M17 20H7m10 0v-2c0-.656-.126-1.283-.356-1.857M7 20H2v-2a3 3 0 0 1 5.356-1.857M7 20v-2c0-.656.126-1.283.356-1.857m0 0a5.002 5.002 0 0 1 9.288 0M15 7a3 3 0 1 1-6 0 3 3 0 0 1 6 0z",
@@ -154,6 +161,19 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/webhooks/{id}/deliveries/{delivery}/replay",
             post(webhooks::replay),
+        )
+        .route(
+            "/oauth-apps",
+            get(oauth_apps::list).post(oauth_apps::create),
+        )
+        .route("/oauth-apps/new", get(oauth_apps::new_app))
+        .route(
+            "/oauth-apps/{id}/delete",
+            get(oauth_apps::confirm_delete).post(oauth_apps::delete),
+        )
+        .route(
+            "/oauth-apps/consents/{client_id}/revoke",
+            post(oauth_apps::revoke_consent),
         )
         .route("/account", get(account::account_page))
         .route("/account/invites", post(account::invite_user))

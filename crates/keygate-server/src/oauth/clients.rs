@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use keygate_core::oauth::{check_redirect_uri, generate_secret, secret_hash, ScopeSet, SecretKind};
-use keygate_core::ClientId;
+use keygate_core::{AccountId, ClientId, Scope, UserId};
 use keygate_store::OAuthClient;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -117,8 +117,9 @@ fn validate_redirect_uris(uris: Vec<String>) -> ApiResult<Vec<String>> {
     Ok(uris)
 }
 
-/// A client's scope: valid, not empty, and not above what the registering credential holds.
-fn validate_scope(who: &Principal, scope: &str) -> ApiResult<String> {
+/// A client's scope: valid, not empty, and not above `allowed` (what the registering
+/// credential holds, or the dashboard user's role carries).
+fn validate_scope(allowed: Scope, scope: &str) -> ApiResult<String> {
     let set =
         ScopeSet::parse(scope).map_err(|e| ApiError::invalid_field("scope", e.to_string()))?;
     let Some(highest) = set.effective() else {
@@ -127,10 +128,9 @@ fn validate_scope(who: &Principal, scope: &str) -> ApiResult<String> {
             "must name at least one scope",
         ));
     };
-    if !who.scope.allows(highest) {
+    if !allowed.allows(highest) {
         return Err(ApiError::forbidden(format!(
-            "A client cannot be given more than this credential's scope ({})",
-            who.scope
+            "A client cannot be given more than this credential's scope ({allowed})"
         )));
     }
     Ok(set.to_string())
@@ -159,6 +159,76 @@ async fn load(state: &AppState, who: &Principal, id: &str) -> ApiResult<OAuthCli
         .map_err(|_| ApiError::not_found("OAuth client"))
 }
 
+/// What registering a client asks for, from the API's body or the dashboard's form.
+pub struct ClientSpec {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    /// Space-separated scopes.
+    pub scope: String,
+    pub confidential: bool,
+}
+
+/// Registers a client of `account` after checking `spec` (its scope up to `allowed`), and
+/// records it in the audit log. Returns the client and, for a confidential one, its secret:
+/// the only time it exists in plaintext.
+pub async fn create(
+    state: &AppState,
+    account: &AccountId,
+    created_by: Option<UserId>,
+    allowed: Scope,
+    spec: ClientSpec,
+) -> ApiResult<(OAuthClient, Option<String>)> {
+    let name = validate_name(&spec.name)?;
+    let redirect_uris = validate_redirect_uris(spec.redirect_uris)?;
+    let scope = validate_scope(allowed, &spec.scope)?;
+    let secret = spec
+        .confidential
+        .then(|| generate_secret(SecretKind::ClientSecret));
+    let at = now();
+    let client = OAuthClient {
+        id: ClientId::generate(),
+        account_id: account.clone(),
+        name,
+        redirect_uris,
+        scope,
+        confidential: spec.confidential,
+        secret_hash: secret.as_deref().map(secret_hash),
+        created_by,
+        created_at: at,
+        updated_at: at,
+    };
+    state.store.create_oauth_client(&client).await?;
+    tracing::info!(client_id = %client.id, "OAuth client registered");
+    audit_client(
+        state,
+        action::OAUTH_CLIENT_CREATED,
+        &client,
+        json!({"name": client.name, "scope": client.scope, "confidential": client.confidential,
+               "redirect_uris": client.redirect_uris}),
+    )
+    .await;
+    Ok((client, secret))
+}
+
+/// Deletes a client, ends every token issued to it, and records it in the audit log.
+pub async fn delete(state: &AppState, client: &OAuthClient) -> ApiResult<()> {
+    let issued = state
+        .store
+        .delete_oauth_client(&client.account_id, &client.id, now())
+        .await?;
+    let denied = issued.len();
+    super::deny_access_tokens(state, issued).await?;
+    tracing::info!(client_id = %client.id, "OAuth client deleted");
+    audit_client(
+        state,
+        action::OAUTH_CLIENT_DELETED,
+        client,
+        json!({"tokens_denied": denied}),
+    )
+    .await;
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/api/v1/oauth/clients", tag = "oauth", request_body = ClientIn,
     responses((status = 201, body = ClientWithSecretOut), (status = 400), (status = 403)))]
 pub async fn create_client(
@@ -167,31 +237,13 @@ pub async fn create_client(
     Json(body): Json<ClientIn>,
 ) -> ApiResult<impl IntoResponse> {
     let account = who.own_account()?.clone();
-    let confidential = body.confidential.unwrap_or(true);
-    let secret = confidential.then(|| generate_secret(SecretKind::ClientSecret));
-    let at = now();
-    let client = OAuthClient {
-        id: ClientId::generate(),
-        account_id: account,
-        name: validate_name(&body.name)?,
-        redirect_uris: validate_redirect_uris(body.redirect_uris)?,
-        scope: validate_scope(&who, body.scope.as_deref().unwrap_or("read"))?,
-        confidential,
-        secret_hash: secret.as_deref().map(secret_hash),
-        created_by: who.user_id.clone(),
-        created_at: at,
-        updated_at: at,
+    let spec = ClientSpec {
+        name: body.name,
+        redirect_uris: body.redirect_uris,
+        scope: body.scope.unwrap_or_else(|| "read".into()),
+        confidential: body.confidential.unwrap_or(true),
     };
-    state.store.create_oauth_client(&client).await?;
-    tracing::info!(client_id = %client.id, "OAuth client registered");
-    audit_client(
-        &state,
-        action::OAUTH_CLIENT_CREATED,
-        &client,
-        json!({"name": client.name, "scope": client.scope, "confidential": client.confidential,
-               "redirect_uris": client.redirect_uris}),
-    )
-    .await;
+    let (client, secret) = create(&state, &account, who.user_id.clone(), who.scope, spec).await?;
     let out = ClientWithSecretOut {
         client_secret: secret,
         client: ClientOut::new(&client),
@@ -255,7 +307,7 @@ pub async fn update_client(
         client.redirect_uris = validate_redirect_uris(uris)?;
     }
     if let Some(scope) = patch.scope {
-        client.scope = validate_scope(&who, &scope)?;
+        client.scope = validate_scope(who.scope, &scope)?;
     }
     client.updated_at = now();
     state.store.update_oauth_client(&client).await?;
@@ -307,19 +359,6 @@ pub async fn delete_client(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let client = load(&state, &who, &id).await?;
-    let issued = state
-        .store
-        .delete_oauth_client(&client.account_id, &client.id, now())
-        .await?;
-    let denied = issued.len();
-    super::deny_access_tokens(&state, issued).await?;
-    tracing::info!(client_id = %client.id, "OAuth client deleted");
-    audit_client(
-        &state,
-        action::OAUTH_CLIENT_DELETED,
-        &client,
-        json!({"tokens_denied": denied}),
-    )
-    .await;
+    delete(&state, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }

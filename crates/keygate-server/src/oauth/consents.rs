@@ -4,8 +4,8 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use keygate_core::ClientId;
-use keygate_store::StoreError;
+use keygate_core::{AccountId, ClientId, UserId};
+use keygate_store::{OAuthConsent, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -34,13 +34,11 @@ fn calling_user(who: &Principal) -> ApiResult<&keygate_core::UserId> {
         .ok_or_else(|| ApiError::forbidden("Consents belong to users: use a credential of a user"))
 }
 
-#[utoipa::path(get, path = "/api/v1/oauth/consents", tag = "oauth",
-    responses((status = 200, body = Vec<ConsentOut>), (status = 403)))]
-pub async fn list_consents(
-    State(state): State<AppState>,
-    Reader(who): Reader,
-) -> ApiResult<axum::Json<Vec<ConsentOut>>> {
-    let user = calling_user(&who)?;
+/// The consents `user` gave, each with its client's name (`None` if the client was deleted).
+pub async fn list(
+    state: &AppState,
+    user: &UserId,
+) -> ApiResult<Vec<(OAuthConsent, Option<String>)>> {
     let consents = state.store.list_oauth_consents(user).await?;
     let mut out = Vec::with_capacity(consents.len());
     for c in consents {
@@ -49,14 +47,56 @@ pub async fn list_consents(
             Err(StoreError::NotFound) => None,
             Err(err) => return Err(err.into()),
         };
-        out.push(ConsentOut {
+        out.push((c, client_name));
+    }
+    Ok(out)
+}
+
+/// Takes back `user`'s consent to `client_id`, ends every token issued under it, and records
+/// it in the audit log (under `account`, the account of the credential or session acting).
+pub async fn revoke(
+    state: &AppState,
+    user: &UserId,
+    account: Option<&AccountId>,
+    client_id: &str,
+) -> ApiResult<()> {
+    let client = ClientId::parse(client_id).ok_or_else(|| ApiError::not_found("Consent"))?;
+    let issued = match state.store.delete_oauth_consent(user, &client, now()).await {
+        Ok(issued) => issued,
+        Err(StoreError::NotFound) => return Err(ApiError::not_found("Consent")),
+        Err(err) => return Err(err.into()),
+    };
+    let denied = issued.len();
+    super::deny_access_tokens(state, issued).await?;
+    tracing::info!(client_id = %client, "OAuth consent revoked");
+    audit::record(
+        state,
+        AuditEvent::new(action::OAUTH_CONSENT_REVOKED, "oauth_consent", &client)
+            .account(account)
+            .details(serde_json::json!({"tokens_denied": denied})),
+    )
+    .await;
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/oauth/consents", tag = "oauth",
+    responses((status = 200, body = Vec<ConsentOut>), (status = 403)))]
+pub async fn list_consents(
+    State(state): State<AppState>,
+    Reader(who): Reader,
+) -> ApiResult<axum::Json<Vec<ConsentOut>>> {
+    let user = calling_user(&who)?;
+    let out = list(&state, user)
+        .await?
+        .into_iter()
+        .map(|(c, client_name)| ConsentOut {
             client_id: c.client_id.to_string(),
             client_name,
             scope: c.scope,
             created_at: rfc3339(c.created_at),
             updated_at: rfc3339(c.updated_at),
-        });
-    }
+        })
+        .collect();
     Ok(axum::Json(out))
 }
 
@@ -68,21 +108,6 @@ pub async fn revoke_consent(
     PathParams(client_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let user = calling_user(&who)?;
-    let client = ClientId::parse(&client_id).ok_or_else(|| ApiError::not_found("Consent"))?;
-    let issued = match state.store.delete_oauth_consent(user, &client, now()).await {
-        Ok(issued) => issued,
-        Err(StoreError::NotFound) => return Err(ApiError::not_found("Consent")),
-        Err(err) => return Err(err.into()),
-    };
-    let denied = issued.len();
-    super::deny_access_tokens(&state, issued).await?;
-    tracing::info!(client_id = %client, "OAuth consent revoked");
-    audit::record(
-        &state,
-        AuditEvent::new(action::OAUTH_CONSENT_REVOKED, "oauth_consent", &client)
-            .account(who.account_id.as_ref())
-            .details(serde_json::json!({"tokens_denied": denied})),
-    )
-    .await;
+    revoke(&state, user, who.account_id.as_ref(), &client_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

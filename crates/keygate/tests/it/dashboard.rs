@@ -755,3 +755,122 @@ on_both_backends! {
         assert!(text.contains("dashboard"));
     }
 }
+
+/// The value of the read-only field `id` on a page (a client ID or secret shown once).
+fn shown_field(body: &str, id: &str) -> String {
+    let at = body
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no field {id}: {body}"));
+    let value = &body[at..];
+    let start = value.find("value=\"").expect("value") + 7;
+    value[start..start + value[start..].find('"').expect("end")].to_owned()
+}
+
+/// A client-credentials request at `/oauth/token`, authenticated with HTTP Basic.
+async fn client_credentials(srv: &TestServer, id: &str, secret: &str) -> Resp {
+    let req = srv
+        .client
+        .post(format!("{}/oauth/token", srv.base))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")]);
+    TestServer::read(req.send().await.expect("request")).await
+}
+
+on_both_backends! {
+    async fn oauth_apps_are_registered_used_and_deleted_from_the_dashboard(srv) {
+        let (mut b, _) = signed_in(&srv, "Integrated", "ada@integrated.test").await;
+        let list = b.get("/oauth-apps").await;
+        assert_eq!(list.status, 200);
+        assert!(list.body.contains("No OAuth apps yet"));
+        assert!(list.body.contains("href=\"/oauth-apps\""), "in the sidebar");
+        assert_eq!(b.get("/oauth-apps/new").await.status, 200);
+
+        let bad = b.post("/oauth-apps", &[
+            ("name", "Reports"), ("redirect_uris", "ftp://nope"), ("scope_read", "on"), ("confidential", "yes"),
+        ]).await;
+        assert_eq!(bad.status, 400);
+        assert!(bad.body.contains("redirect_uris-error"), "the field is marked: {}", bad.body);
+
+        let fields = [
+            ("name", "Reports"),
+            ("redirect_uris", "https://reports.example.com/callback\r\nhttp://localhost:8080/cb"),
+            ("scope_read", "on"),
+            ("scope_write", "on"),
+            ("confidential", "yes"),
+        ];
+        let no_csrf = b.post_raw("/oauth-apps", &fields, &[]).await;
+        assert_eq!(no_csrf.status, 403, "a form without its CSRF token is refused");
+        assert!(b.get("/oauth-apps").await.body.contains("No OAuth apps yet"), "nothing was made");
+
+        let made = b.post("/oauth-apps", &fields).await;
+        assert_eq!(made.status, 200, "{}", made.body);
+        assert!(made.body.contains("will not be shown again"));
+        assert!(made.body.contains("data-copy=\"new-key\""));
+        let id = shown_field(&made.body, "client-id");
+        let secret = shown_field(&made.body, "new-key");
+        assert!(secret.starts_with("kgcs_"), "{secret}");
+
+        let list = b.get("/oauth-apps").await;
+        assert!(list.body.contains("Reports") && list.body.contains(&id));
+        assert!(list.body.contains("https://reports.example.com/callback"));
+        assert!(list.body.contains("read write"));
+        assert!(!list.body.contains(&secret), "the secret is not shown again");
+
+        let token = client_credentials(&srv, &id, &secret).await;
+        assert_eq!(token.status, 200, "{}", token.body);
+        assert!(token.body["access_token"].as_str().is_some_and(|t| !t.is_empty()));
+
+        // Another account's user sees nothing of it.
+        let (mut other, _) = signed_in(&srv, "Others", "eve@others.test").await;
+        assert!(!other.get("/oauth-apps").await.body.contains(&id));
+        assert_eq!(other.get(&format!("/oauth-apps/{id}/delete")).await.status, 404);
+        assert_eq!(other.post(&format!("/oauth-apps/{id}/delete"), &[]).await.status, 404);
+        assert_eq!(client_credentials(&srv, &id, &secret).await.status, 200, "still working");
+
+        assert_eq!(b.post_raw(&format!("/oauth-apps/{id}/delete"), &[], &[]).await.status, 403);
+        assert_eq!(b.get(&format!("/oauth-apps/{id}/delete")).await.status, 200);
+        let gone = b.post(&format!("/oauth-apps/{id}/delete"), &[]).await;
+        assert_eq!(gone.status, 303);
+        assert_eq!(gone.location.as_deref(), Some("/oauth-apps?notice=deleted"));
+        assert!(!b.get("/oauth-apps").await.body.contains(&id));
+        let refused = client_credentials(&srv, &id, &secret).await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+        assert_eq!(refused.body["error"], "invalid_client");
+    }
+
+    async fn a_user_sees_the_apps_they_authorized_and_revokes_them_from_the_dashboard(srv) {
+        let (mut b, _) = signed_in(&srv, "Consenting", "ada@consenting.test").await;
+        let made = b.post("/oauth-apps", &[
+            ("name", "Calendar sync"), ("redirect_uris", "https://cal.example.com/cb"),
+            ("scope_read", "on"), ("confidential", "no"),
+        ]).await;
+        assert_eq!(made.status, 200, "{}", made.body);
+        let id = shown_field(&made.body, "client-id");
+        assert!(!made.body.contains("id=\"new-key\""), "a public app has no secret");
+
+        let user = srv.state.store.find_users_by_email("ada@consenting.test", 1).await.expect("users")
+            .pop().expect("the user");
+        let at = time::OffsetDateTime::now_utc();
+        srv.state.store.upsert_oauth_consent(&keygate_store::OAuthConsent {
+            account_id: user.account_id.clone(),
+            user_id: user.id.clone(),
+            client_id: keygate_core::ClientId::parse(&id).expect("client id"),
+            scope: "read".into(),
+            created_at: at,
+            updated_at: at,
+        }).await.expect("consent");
+
+        let page = b.get("/oauth-apps").await;
+        assert!(page.body.contains("Apps you have authorized"));
+        let action = format!("/oauth-apps/consents/{id}/revoke");
+        assert!(page.body.contains(&action), "a revoke button: {}", page.body);
+
+        assert_eq!(b.post_raw(&action, &[], &[]).await.status, 403, "not without CSRF");
+        let revoked = b.post(&action, &[]).await;
+        assert_eq!(revoked.status, 303, "{}", revoked.body);
+        assert_eq!(revoked.location.as_deref(), Some("/oauth-apps?notice=revoked"));
+        assert!(!b.get("/oauth-apps").await.body.contains(&action));
+        assert!(srv.state.store.list_oauth_consents(&user.id).await.expect("consents").is_empty());
+        assert_eq!(b.post(&action, &[]).await.status, 404, "nothing left to revoke");
+    }
+}
