@@ -9,8 +9,9 @@
 //! first, and while either is in doubt the error is shown to the user, never redirected
 //! (§4.1.2.1); only then do other errors go back to the client.
 //!
-//! `GET /oauth/authorize` and `POST /oauth/authorize` are minimal server-rendered pages on top
-//! of those functions. The user comes from [`session`], the dashboard's login session; a
+//! `GET /oauth/authorize` and `POST /oauth/authorize` are server-rendered pages on top of
+//! those functions; the consent page is a dashboard template (`oauth_consent.html`, in the
+//! sign-in layout). The user comes from [`session`], the dashboard's login session; a
 //! browser without one is sent to the dashboard's `/login`, which comes back here.
 
 use axum::body::Bytes;
@@ -21,6 +22,8 @@ use keygate_core::oauth::{generate_secret, is_s256_challenge, secret_hash, Scope
 use keygate_store::{AuthorizationCode, OAuthClient, OAuthConsent, StoreError, User};
 
 use super::FormParams;
+use crate::dashboard::csrf::CsrfToken;
+use crate::dashboard::page::Base;
 use crate::http::auth::user_scope;
 use crate::service::now;
 use crate::state::AppState;
@@ -410,7 +413,15 @@ pub async fn authorize_page(
     let Some(session) = session(&state, &headers).await else {
         return see_other(&login_url(&params));
     };
-    html(StatusCode::OK, &consent_page(&request, &session))
+    // The dashboard's CSRF token is not used here: the form carries the session's own.
+    let base = Base::anonymous(&state, &CsrfToken(String::new()));
+    match consent_page(base, &request, &session) {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(err) => {
+            tracing::error!(error = %err, "rendering the consent page");
+            error_page("The page could not be shown; try again.")
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/oauth/authorize", tag = "oauth",
@@ -512,37 +523,42 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-/// The consent page: who asks, for what, as whom; approve or deny. The form repeats the request
-/// so the decision is checked against it again.
-fn consent_page(request: &AuthorizeRequest, session: &Session) -> String {
-    let scopes: String = grantable_scope(&session.user, request)
-        .iter()
-        .map(|s| format!("<li>{}</li>", escape(scope_meaning(s))))
-        .collect();
-    let hidden: String = request
-        .params
-        .pairs()
-        .into_iter()
-        .chain([("csrf_token", session.csrf_token.as_str())])
-        .map(|(k, v)| {
-            format!(
-                "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
-                escape(v)
-            )
-        })
-        .collect();
-    let body = format!(
-        "<p><strong>{client}</strong> wants to access your account as <strong>{user}</strong>.</p>\n\
-         <p>It will be able to:</p>\n<ul>{scopes}</ul>\n\
-         <p>You will be sent back to {target}.</p>\n\
-         <form method=\"post\" action=\"/oauth/authorize\">{hidden}\
-         <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button> \
-         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
-        client = escape(&request.client.name),
-        user = escape(&session.user.email),
-        target = escape(&request.redirect_uri),
-    );
-    page("Authorize access", &body)
+#[derive(askama::Template)]
+#[template(path = "dashboard/oauth_consent.html")]
+struct ConsentPage<'a> {
+    base: Base,
+    client: &'a str,
+    user: &'a str,
+    target: &'a str,
+    scopes: Vec<&'static str>,
+    /// The request's parameters and the CSRF token, as the form's hidden fields.
+    hidden: Vec<(&'static str, &'a str)>,
+}
+
+/// The consent page, in the dashboard's sign-in layout (`base`): who asks, for what, as whom;
+/// approve or deny. The form repeats the request so the decision is checked against it again.
+fn consent_page(
+    base: Base,
+    request: &AuthorizeRequest,
+    session: &Session,
+) -> Result<String, askama::Error> {
+    let page = ConsentPage {
+        base,
+        client: &request.client.name,
+        user: &session.user.email,
+        target: &request.redirect_uri,
+        scopes: grantable_scope(&session.user, request)
+            .iter()
+            .map(scope_meaning)
+            .collect(),
+        hidden: request
+            .params
+            .pairs()
+            .into_iter()
+            .chain([("csrf_token", session.csrf_token.as_str())])
+            .collect(),
+    };
+    askama::Template::render(&page)
 }
 
 fn scope_meaning(scope: keygate_core::Scope) -> &'static str {
@@ -666,8 +682,19 @@ mod tests {
             user: user(Role::Member),
             csrf_token: "csrf-123".into(),
         };
-        let html = consent_page(&request("read admin"), &session);
-        assert!(html.contains("&lt;b&gt;Evil&lt;/b&gt; &amp; Co"));
+        let base = Base {
+            brand: "Keygate".into(),
+            csrf: String::new(),
+            asset_version: "test",
+            nav: crate::dashboard::NAV,
+            active: "",
+            who: None,
+            notice: None,
+        };
+        let html = consent_page(base, &request("read admin"), &session).expect("rendered");
+        // askama writes numeric character references.
+        assert!(html.contains("&#60;b&#62;Evil&#60;/b&#62; &#38; Co"));
+        assert!(html.contains("value=\"&#34;&#62;&#60;script&#62;\""));
         assert!(!html.contains("<script>"));
         assert!(html.contains("name=\"csrf_token\" value=\"csrf-123\""));
         assert!(html.contains("read: see"));
