@@ -4,10 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use keygate_core::{AccountId, KeyHash, KeyId};
 use keygate_store::{Store, UsageIncrement};
 use time::OffsetDateTime;
+
+/// Rows per usage transaction in a paced flush.
+pub const FLUSH_CHUNK: usize = 1_000;
 
 #[derive(Default)]
 pub struct UsageRecorder {
@@ -51,39 +55,65 @@ impl UsageRecorder {
             });
     }
 
-    /// Writes what has accumulated. On failure the counts are put back, so a database outage
-    /// delays usage figures but does not lose them.
+    /// Writes what has accumulated, all at once (tests, and the last flush at shutdown).
     pub async fn flush(&self, store: &dyn Store) -> anyhow::Result<usize> {
-        let drained: Vec<((KeyHash, i32), Pending)> = {
+        self.flush_paced(store, Duration::ZERO).await
+    }
+
+    /// Writes what has accumulated in transactions of at most [`FLUSH_CHUNK`] rows, pausing
+    /// `pause` between them. A busy deployment sees most of its keys between two flushes, and
+    /// one transaction for them all would hold a core for its whole length, which requests
+    /// waiting for that core would feel; chunks with pauses spread the same work out. On
+    /// failure, what was not written is put back, so a database outage delays usage figures
+    /// but does not lose them (the chunks already committed stay counted, once).
+    pub async fn flush_paced(&self, store: &dyn Store, pause: Duration) -> anyhow::Result<usize> {
+        // Swapped out, not drained, under the lock: requests wait for a pointer swap, not for
+        // the copying of every entry; and the new map starts at the old one's size, so the
+        // next period's first requests do not pay for growing it step by step.
+        let drained = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.drain().collect()
-        };
-        if drained.is_empty() {
-            return Ok(0);
-        }
-        let batch: Vec<UsageIncrement> = drained
-            .iter()
-            .map(|((_, day), p)| UsageIncrement {
-                key_id: p.key_id.clone(),
-                account_id: p.account_id.clone(),
-                day: *day,
-                requests: p.requests,
-                last_used_at: p.last_used_at,
-            })
-            .collect();
-        if let Err(err) = store.record_usage(&batch).await {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            for (slot, p) in drained {
-                pending
-                    .entry(slot)
-                    .and_modify(|q| {
-                        q.requests += p.requests;
-                        q.last_used_at = q.last_used_at.max(p.last_used_at);
-                    })
-                    .or_insert(p);
+            if pending.is_empty() {
+                return Ok(0);
             }
-            return Err(err.into());
+            let capacity = pending.len();
+            std::mem::replace(&mut *pending, HashMap::with_capacity(capacity))
+        };
+        let mut written = 0;
+        let mut rest = drained.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<((KeyHash, i32), Pending)> = rest.by_ref().take(FLUSH_CHUNK).collect();
+            let batch: Vec<UsageIncrement> = chunk
+                .iter()
+                .map(|((_, day), p)| UsageIncrement {
+                    key_id: p.key_id.clone(),
+                    account_id: p.account_id.clone(),
+                    day: *day,
+                    requests: p.requests,
+                    last_used_at: p.last_used_at,
+                })
+                .collect();
+            if let Err(err) = store.record_usage(&batch).await {
+                self.put_back(chunk.into_iter().chain(rest));
+                return Err(err.into());
+            }
+            written += batch.len();
+            if !pause.is_zero() && rest.peek().is_some() {
+                tokio::time::sleep(pause).await;
+            }
         }
-        Ok(batch.len())
+        Ok(written)
+    }
+
+    fn put_back(&self, unwritten: impl Iterator<Item = ((KeyHash, i32), Pending)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for (slot, p) in unwritten {
+            pending
+                .entry(slot)
+                .and_modify(|q| {
+                    q.requests += p.requests;
+                    q.last_used_at = q.last_used_at.max(p.last_used_at);
+                })
+                .or_insert(p);
+        }
     }
 }

@@ -817,7 +817,16 @@ macro_rules! sql_store {
                 }
                 for chunk in last_used.chunks(ROWS_PER_STATEMENT) {
                     // last_used_at only moves forward: each key's new value is the later of the
-                    // stored one and the batch's.
+                    // stored one and the batch's. It is kept to about a minute
+                    // (LAST_USE_PRECISION): a key whose stored time is more recent than that
+                    // before the chunk's earliest time is not rewritten. Without this, a busy
+                    // deployment would rewrite every key row it saw at every flush.
+                    let threshold = chunk
+                        .iter()
+                        .map(|(_, at)| to_ms(*at))
+                        .min()
+                        .unwrap_or(i64::MAX)
+                        .saturating_sub(keygate_store::LAST_USE_PRECISION.whole_milliseconds() as i64);
                     let mut q = sqlx::QueryBuilder::<$Db>::new("UPDATE api_keys SET last_used_at = CASE");
                     for (key_id, at) in chunk {
                         let at = to_ms(*at);
@@ -834,7 +843,9 @@ macro_rules! sql_store {
                     for (key_id, _) in chunk {
                         ids.push_bind(key_id.to_string());
                     }
-                    q.push(")");
+                    q.push(") AND (last_used_at IS NULL OR last_used_at < ")
+                        .push_bind(threshold)
+                        .push(")");
                     q.build().execute(&mut *tx).await.map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)

@@ -1,7 +1,10 @@
 //! Request ids and the request log. Every request gets an id (the client's `X-Request-Id` when
-//! it is short and plain, otherwise a new `req_…`), a tracing span carrying it, so every log
-//! line of the request names it, and the id back in the response's `X-Request-Id`.
-//! The log records the path without the query string: a client may put a credential there.
+//! it is short and plain, otherwise a new `req_…`), a [`RequestContext`] carrying it, and the
+//! id back in the response's `X-Request-Id`. Every log line written inside a request names the
+//! request: the log formatter (the binary's) reads the context from the task-local below, which
+//! costs nothing until a line is written, where a tracing span per request would format its
+//! fields for every request. The log records the path without the query string: a client may
+//! put a credential there.
 //!
 //! The same middleware decides who the client is ([`super::client::client_info`]) and keeps,
 //! for the rest of the request, a [`RequestContext`]: the id, the client, and the credential's
@@ -13,10 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument;
 
 use super::auth::{Principal, TokenInUse};
 use super::client::{client_info, ClientInfo, ConnectionTls};
@@ -32,6 +34,9 @@ pub struct RequestId(pub String);
 pub struct RequestContext {
     pub id: String,
     pub client: ClientInfo,
+    pub method: Method,
+    /// Without the query string.
+    pub path: String,
     /// Filled in by authentication; read by the audit log.
     actor: Mutex<Option<Credential>>,
 }
@@ -98,8 +103,11 @@ fn acceptable(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// `req_` and 128 random bits in hex. From the thread's own generator (ChaCha, seeded from the
+/// OS and reseeded by rand), not a `getrandom` system call per request: a request id names a
+/// request in the logs, it guards nothing.
 pub fn new_request_id() -> String {
-    format!("req_{}", uuid::Uuid::new_v4().simple())
+    format!("req_{:032x}", rand::random::<u128>())
 }
 
 pub async fn request_id_and_log(
@@ -123,19 +131,18 @@ pub async fn request_id_and_log(
     let client = client_info(peer, tls, req.headers(), &state.config.trusted_proxies);
     req.extensions_mut().insert(RequestId(id.clone()));
     req.extensions_mut().insert(client);
-    let span = tracing::info_span!("request", request_id = %id, client = %client.addr, method = %req.method(), path = %req.uri().path());
     let started = Instant::now();
     let context = Arc::new(RequestContext {
-        id: id.clone(),
+        id,
         client,
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
         actor: Mutex::new(None),
     });
-    let mut response = CURRENT
-        .scope(context, next.run(req).instrument(span.clone()))
-        .await;
+    let mut response = CURRENT.scope(context.clone(), next.run(req)).await;
     let status = response.status().as_u16();
     let latency_us = started.elapsed().as_micros() as u64;
-    span.in_scope(|| {
+    CURRENT.sync_scope(context.clone(), || {
         // Server errors stand out in the log (their cause was logged inside the request);
         // client errors are the client's business and stay at info.
         if status >= 500 {
@@ -144,7 +151,7 @@ pub async fn request_id_and_log(
             tracing::info!(status, latency_us, "handled");
         }
     });
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(value) = HeaderValue::from_str(&context.id) {
         response.headers_mut().insert(HEADER, value);
     }
     response

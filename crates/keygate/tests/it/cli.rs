@@ -265,3 +265,66 @@ async fn admin_commands_work_against_postgres_too() {
     assert!(v["api_key"].is_string());
     keygate_store_sql::testing::drop_postgres_database(&base, &url).await;
 }
+
+#[tokio::test]
+async fn each_request_is_logged_as_one_json_line_naming_the_request() {
+    let dir = temp_dir("reqlog");
+    let data = dir.join("data");
+    let data_s = data.to_str().expect("utf8 path");
+    let log = dir.join("server.log");
+    let server = serve(&["--data-dir", data_s, "--log-format", "json"], &log).await;
+    let created = create_account(&[
+        "--name",
+        "Acme",
+        "--email",
+        "ops@acme.test",
+        "--data-dir",
+        data_s,
+    ]);
+    let key = created["api_key"].as_str().expect("key");
+    let answer = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/auth/me?secret=query-not-logged",
+            server.base
+        ))
+        .bearer_auth(key)
+        .header("x-request-id", "trace-me-1")
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(answer.status(), 200);
+    // Request lines are written in batches (at most a fifth of a second apart).
+    let started = Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("trace-me-1")) {
+            assert!(!text.contains(key), "the key is in the log");
+            assert!(
+                !text.contains("query-not-logged"),
+                "the query is in the log"
+            );
+            break line.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no log line for the request: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object a line");
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["fields"]["message"], "handled");
+    assert_eq!(v["fields"]["status"], 200);
+    assert!(v["fields"]["latency_us"].is_u64(), "{v}");
+    assert_eq!(v["span"]["request_id"], "trace-me-1");
+    assert_eq!(v["span"]["method"], "GET");
+    assert_eq!(v["span"]["path"], "/api/v1/auth/me");
+    assert_eq!(v["span"]["client"], "127.0.0.1");
+    // Lines outside a request (start-up) name none.
+    let text = std::fs::read_to_string(&log).expect("log");
+    let first: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("a line")).expect("JSON");
+    assert!(first.get("span").is_none(), "{first}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}

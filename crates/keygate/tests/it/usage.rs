@@ -28,6 +28,51 @@ on_both_backends! {
         assert!(listed["last_used_at"].is_string());
     }
 
+    async fn a_paced_flush_of_more_keys_than_a_chunk_counts_each_once(srv) {
+        use keygate_server::service::keys::{build_key, KeySpec};
+        use keygate_server::usage::FLUSH_CHUNK;
+        let acme = srv.account("Acme").await;
+        let account = AccountId::parse(&acme.id).expect("account id");
+        let n = FLUSH_CHUNK * 2 + 17;
+        let mut records = Vec::new();
+        for i in 0..n {
+            let spec = KeySpec {
+                name: format!("k{i}"),
+                description: String::new(),
+                scope: keygate_core::Scope::Read,
+                environment: keygate_core::Environment::Live,
+                expires_at: None,
+                metadata: serde_json::json!({}),
+                rate_limit: None,
+                permissions: Vec::new(),
+            };
+            let (record, _) = build_key(&srv.state, Some(&account), None, spec).expect("key");
+            records.push(record);
+        }
+        srv.state.store.create_keys(&records).await.expect("create keys");
+        let now = time::OffsetDateTime::now_utc();
+        for (i, k) in records.iter().enumerate() {
+            // Key i used i % 3 + 1 times.
+            for _ in 0..(i % 3 + 1) {
+                srv.state.usage.record(k.hash, &k.id, Some(&account), now);
+            }
+        }
+        let written = srv
+            .state
+            .usage
+            .flush_paced(srv.state.store.as_ref(), std::time::Duration::from_millis(1))
+            .await
+            .expect("flush");
+        assert_eq!(written, n, "one row per key");
+        let today = day_of(now);
+        let rows = srv.state.store.usage_by_day(&account, today, today).await.expect("usage");
+        assert_eq!(rows.len(), n);
+        let expected: u64 = (0..n).map(|i| (i % 3 + 1) as u64).sum();
+        assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), expected);
+        // Nothing is left to write.
+        assert_eq!(srv.state.usage.flush(srv.state.store.as_ref()).await.expect("flush"), 0);
+    }
+
     async fn shutting_down_flushes_the_usage_counted_so_far(srv) {
         let acme = srv.account("Acme").await;
         let account = AccountId::parse(&acme.id).expect("account id");

@@ -1,0 +1,266 @@
+//! How a log line looks: one JSON object per line (the default when stderr is not a terminal),
+//! or plain text. A line written inside a request names the request (id, client, method, path)
+//! from keygate-server's request context rather than from a tracing span: a span per request
+//! would format those fields for every request, where the context costs nothing until a line is
+//! actually written.
+//!
+//! JSON: `{"timestamp", "level", "fields": {"message", …}, "target", "span": {"request_id",
+//! "client", "method", "path", "name": "request"}}`, `span` only inside a request.
+
+use std::fmt::Write as _;
+
+use keygate_server::http::request_id::{self, RequestContext};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Lines {
+    pub json: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for Lines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::with_capacity(256);
+        let request = request_id::context();
+        if self.json {
+            json_line(&mut line, event, request.as_deref());
+        } else {
+            text_line(&mut line, event, request.as_deref());
+        }
+        line.push('\n');
+        writer.write_str(&line)
+    }
+}
+
+fn json_line(out: &mut String, event: &Event<'_>, request: Option<&RequestContext>) {
+    let meta = event.metadata();
+    out.push_str("{\"timestamp\":\"");
+    timestamp(out);
+    out.push_str("\",\"level\":\"");
+    out.push_str(meta.level().as_str());
+    out.push_str("\",\"fields\":{");
+    event.record(&mut JsonFields { out, first: true });
+    out.push_str("},\"target\":");
+    json_str(out, meta.target());
+    if let Some(r) = request {
+        out.push_str(",\"span\":{\"request_id\":");
+        json_str(out, &r.id);
+        out.push_str(",\"client\":\"");
+        let _ = write!(out, "{}", r.client.addr);
+        out.push_str("\",\"method\":");
+        json_str(out, r.method.as_str());
+        out.push_str(",\"path\":");
+        json_str(out, &r.path);
+        out.push_str(",\"name\":\"request\"}");
+    }
+    out.push('}');
+}
+
+fn text_line(out: &mut String, event: &Event<'_>, request: Option<&RequestContext>) {
+    let meta = event.metadata();
+    timestamp(out);
+    let _ = write!(out, " {:>5} {}: ", meta.level().as_str(), meta.target());
+    if let Some(r) = request {
+        let _ = write!(
+            out,
+            "request{{request_id={} client={} method={} path={}}}: ",
+            r.id, r.client.addr, r.method, r.path
+        );
+    }
+    event.record(&mut TextFields { out, first: true });
+}
+
+/// RFC 3339 in UTC with microseconds, as `2026-11-24T13:03:04.123456Z`.
+fn timestamp(out: &mut String) {
+    let t = time::OffsetDateTime::now_utc();
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    );
+}
+
+/// A JSON string literal: quotes, backslashes and control characters escaped.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+struct JsonFields<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl JsonFields<'_> {
+    fn key(&mut self, field: &Field) {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+        json_str(self.out, field.name());
+        self.out.push(':');
+    }
+}
+
+impl Visit for JsonFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        json_str(self.out, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.key(field);
+        json_str(self.out, &format!("{value:?}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        self.out.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        if value.is_finite() {
+            let _ = write!(self.out, "{value}");
+        } else {
+            json_str(self.out, &value.to_string());
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.key(field);
+        json_str(self.out, &value.to_string());
+    }
+}
+
+struct TextFields<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl Visit for TextFields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if !self.first {
+            self.out.push(' ');
+        }
+        self.first = false;
+        if field.name() == "message" {
+            let _ = write!(self.out, "{value:?}");
+        } else {
+            let _ = write!(self.out, "{}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // Strings without their Debug quotes, as tracing's own text format shows them.
+        self.record_debug(field, &format_args!("{value}"));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture(json: bool, emit: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("sink").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let written = sink.0.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(Lines { json })
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, emit);
+        let bytes = written.lock().expect("sink").clone();
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    #[test]
+    fn a_json_line_is_one_object_with_its_fields_escaped() {
+        let line = capture(true, || {
+            tracing::warn!(
+                status = 502u16,
+                error = "upstream \"gone\"\n",
+                ok = true,
+                "handled"
+            );
+        });
+        assert!(
+            line.ends_with('\n') && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["fields"]["message"], "handled");
+        assert_eq!(v["fields"]["status"], 502);
+        assert_eq!(v["fields"]["error"], "upstream \"gone\"\n");
+        assert_eq!(v["fields"]["ok"], true);
+        assert_eq!(v["target"], module_path!());
+        assert!(v.get("span").is_none(), "outside a request: {v}");
+        let ts = v["timestamp"].as_str().expect("timestamp");
+        time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339");
+    }
+
+    #[test]
+    fn a_text_line_shows_the_message_then_the_fields() {
+        let line = capture(false, || tracing::info!(port = 8080, "listening"));
+        assert!(line.contains(" INFO "), "{line}");
+        assert!(line.trim_end().ends_with("listening port=8080"), "{line}");
+    }
+}

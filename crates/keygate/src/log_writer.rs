@@ -1,0 +1,130 @@
+//! Where log lines go: standard error, with the request log batched.
+//!
+//! One line per request is the busiest thing Keygate writes. Writing each with its own system
+//! call costs more than a gateway's whole authentication, so request lines (the request
+//! middleware's `handled` events at info) collect in a buffer that is written out every
+//! [`FLUSH_EVERY`], or sooner once [`FLUSH_AT`] bytes are waiting. Every other line (start-up,
+//! warnings, errors) is written at once, after whatever request lines are waiting, so the order
+//! of the lines is always the order of the events. The buffer is flushed when the process exits
+//! normally and before a panic message is printed; a process killed with SIGKILL loses at most
+//! the last [`FLUSH_EVERY`] of request lines.
+
+use std::io::Write;
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::MakeWriter;
+
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+pub const FLUSH_AT: usize = 64 * 1024;
+
+/// The request log's target: the module of the request middleware in keygate-server.
+const REQUEST_LOG_TARGET: &str = "keygate_server::http::request_id";
+
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Writes what is waiting. The lock is held across the write so lines never interleave.
+pub fn flush() {
+    let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    write_out(&mut pending);
+}
+
+fn write_out(pending: &mut Vec<u8>) {
+    if pending.is_empty() {
+        return;
+    }
+    // A failed write to stderr has nowhere to be reported; the lines are dropped rather than
+    // kept growing.
+    let _ = std::io::stderr().lock().write_all(pending);
+    pending.clear();
+}
+
+/// The `MakeWriter` for the fmt layer. Starts the flushing thread and the panic hook once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StderrBatched;
+
+impl StderrBatched {
+    pub fn new() -> Self {
+        static START: Once = Once::new();
+        START.call_once(|| {
+            let _ = std::thread::Builder::new()
+                .name("keygate-log".into())
+                .spawn(|| loop {
+                    std::thread::sleep(FLUSH_EVERY);
+                    flush();
+                });
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                flush();
+                previous(info);
+            }));
+        });
+        StderrBatched
+    }
+}
+
+/// One event's writer: the fmt layer writes the formatted line, then drops it.
+pub struct LineWriter {
+    batched: bool,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        PENDING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.batched || pending.len() >= FLUSH_AT {
+            write_out(&mut pending);
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for StderrBatched {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter { batched: false }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> LineWriter {
+        LineWriter {
+            batched: is_request_line(meta),
+        }
+    }
+}
+
+fn is_request_line(meta: &Metadata<'_>) -> bool {
+    *meta.level() == Level::INFO && meta.target() == REQUEST_LOG_TARGET
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_request_lines_at_info_are_batched() {
+        // Spans are only enabled (and have metadata) under a subscriber.
+        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            let meta = |span: tracing::Span| span.metadata().expect("an enabled span");
+            let request = tracing::info_span!(target: "keygate_server::http::request_id", "x");
+            assert!(is_request_line(meta(request)));
+            let other = tracing::info_span!(target: "keygate_server::gateway", "x");
+            assert!(!is_request_line(meta(other)));
+            let warn = tracing::warn_span!(target: "keygate_server::http::request_id", "x");
+            assert!(!is_request_line(meta(warn)));
+        });
+    }
+}
