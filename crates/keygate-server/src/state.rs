@@ -138,7 +138,7 @@ impl Config {
             redis_url: None,
             key_prefix: "ak".into(),
             default_plan: "free".into(),
-            usage_flush_interval: Duration::from_secs(10),
+            usage_flush_interval: Duration::from_secs(30),
             key_cache_capacity: 100_000,
             key_cache_ttl: Duration::from_secs(30),
             master_key: None,

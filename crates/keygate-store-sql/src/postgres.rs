@@ -30,6 +30,13 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// Usage batches run on the database server, not in this process: any pooled connection.
+    pub(crate) async fn usage_connection(
+        &self,
+    ) -> keygate_store::StoreResult<sqlx::pool::PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(crate::map_err)
+    }
+
     async fn run_migrations(&self) -> keygate_store::StoreResult<()> {
         let mut conn = self.pool.acquire().await.map_err(crate::map_err)?;
         sqlx::query("SELECT pg_advisory_lock($1)")

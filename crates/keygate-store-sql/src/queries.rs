@@ -803,7 +803,8 @@ macro_rules! sql_store {
                 const ROWS_PER_STATEMENT: usize = 200;
                 let requests: Vec<_> = requests.into_iter().collect();
                 let last_used: Vec<_> = last_used.into_iter().collect();
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut conn = self.usage_connection().await?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
                 for chunk in requests.chunks(ROWS_PER_STATEMENT) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO usage_daily (key_id, account_id, day, requests) ");
                     q.push_values(chunk, |mut row, ((key_id, day), (account_id, n))| {
