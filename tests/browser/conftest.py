@@ -65,10 +65,13 @@ def server(tmp_path):
     log_path = tmp_path / "server.log"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
+    # Usage is written every second here (the default is every 30 s), for the Usage page's test.
+    config = tmp_path / "keygate.toml"
+    config.write_text("usage_flush_seconds = 1\n")
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [path, "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
-             "--brand-name", "Audian"],
+             "--config", str(config), "--brand-name", "Audian"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     running = Server(base_url, data_dir, log_path, process)

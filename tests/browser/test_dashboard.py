@@ -7,6 +7,7 @@ at a phone width.
 import time
 
 import requests
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -25,7 +26,17 @@ def follow(browser, element) -> None:
     """Clicks a link or a submit button and waits for the next page to load."""
     page = browser.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(browser, 15).until(EC.staleness_of(page))
+
+    def left(_) -> bool:
+        # The old page's root is gone. Chromedriver says so with a stale-element error, or at
+        # times with "Node with given id does not belong to the document": both mean it left.
+        try:
+            page.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    WebDriverWait(browser, 15).until(left)
     WebDriverWait(browser, 15).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
@@ -115,7 +126,7 @@ def test_sign_up_verify_log_in_create_a_key_use_it_and_revoke_it(server, browser
     assert key not in browser.page_source, "the list never shows the whole key"
     shoot("08-keys-list")
 
-    # Usage (the counts are written every 2 seconds) and Account.
+    # Usage (the test server writes the counts every second) and Account.
     time.sleep(3)
     sidebar(browser, "Usage")
     assert heading(browser) == "Usage"
