@@ -294,13 +294,17 @@ fn write_unnoticed(path: &std::path::Path, text: &str, len: usize, mtime: std::t
     while padded.len() < len {
         padded.push('\n');
     }
-    std::fs::write(path, padded).expect("write");
+    // Written aside and renamed into place, so the watcher never sees the file with the
+    // write's own mtime (it would reload between the write and `set_modified`).
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, padded).expect("write");
     std::fs::File::options()
         .write(true)
-        .open(path)
+        .open(&aside)
         .expect("open")
         .set_modified(mtime)
         .expect("set mtime");
+    std::fs::rename(&aside, path).expect("rename");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
