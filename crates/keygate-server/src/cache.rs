@@ -9,6 +9,13 @@
 //! may race with a revocation: it could read the key before the revocation is written and insert
 //! it after the invalidation. The epoch closes that gap: every invalidation bumps it, and a miss
 //! that sees the epoch move while it was reading removes what it inserted.
+//!
+//! Each cache is a [`BoundedCache`] (see `bounded.rs`), whose read is one hash and one short
+//! lock on a shard, with no housekeeping run by the reader.
+
+pub mod bounded;
+
+pub use bounded::BoundedCache;
 
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,13 +31,13 @@ pub struct UserWithAccount {
 }
 
 pub struct Caches {
-    by_hash: moka::sync::Cache<KeyHash, Arc<KeyWithAccount>>,
-    by_id: moka::sync::Cache<KeyId, Arc<KeyWithAccount>>,
-    users: moka::sync::Cache<UserId, Arc<UserWithAccount>>,
-    accounts: moka::sync::Cache<AccountId, Arc<Account>>,
+    by_hash: BoundedCache<KeyHash, Arc<KeyWithAccount>>,
+    by_id: BoundedCache<KeyId, Arc<KeyWithAccount>>,
+    users: BoundedCache<UserId, Arc<UserWithAccount>>,
+    accounts: BoundedCache<AccountId, Arc<Account>>,
     /// Hashes the database did not know, for a few seconds: a client retrying a wrong key, or
     /// a scan of invented ones, costs one lookup per hash, not one per request.
-    unknown: moka::sync::Cache<KeyHash, ()>,
+    unknown: BoundedCache<KeyHash, ()>,
     epoch: AtomicU64,
 }
 
@@ -40,21 +47,12 @@ pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(5);
 
 impl Caches {
     pub fn new(capacity: u64, ttl: Duration) -> Self {
-        fn build<K: Hash + Eq + Send + Sync + 'static, V: Clone + Send + Sync + 'static>(
-            capacity: u64,
-            ttl: Duration,
-        ) -> moka::sync::Cache<K, V> {
-            moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build()
-        }
         Caches {
-            by_hash: build(capacity, ttl),
-            by_id: build(capacity, ttl),
-            users: build(capacity, ttl),
-            accounts: build(capacity, ttl),
-            unknown: build(capacity, UNKNOWN_KEY_TTL),
+            by_hash: BoundedCache::new(capacity, ttl),
+            by_id: BoundedCache::new(capacity, ttl),
+            users: BoundedCache::new(capacity, ttl),
+            accounts: BoundedCache::new(capacity, ttl),
+            unknown: BoundedCache::new(capacity, UNKNOWN_KEY_TTL),
             epoch: AtomicU64::new(0),
         }
     }
@@ -94,9 +92,9 @@ impl Caches {
         self.epoch.load(Ordering::Acquire)
     }
 
-    fn insert<K: Hash + Eq + Send + Sync + Clone + 'static, V: Clone + Send + Sync + 'static>(
+    fn insert<K: Hash + Eq + Clone, V: Clone>(
         &self,
-        cache: &moka::sync::Cache<K, V>,
+        cache: &BoundedCache<K, V>,
         k: K,
         v: V,
         epoch_before_read: u64,

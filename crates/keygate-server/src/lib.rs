@@ -34,11 +34,15 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::util::Either;
+use tower::Layer;
+use tower_http::cors::Cors;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use state::{AppState, Config};
 
+use http::frame::{Frame, FrameConfig, Guard, Routes, Surface};
 use http::ApiError;
 
 #[derive(OpenApi)]
@@ -82,40 +86,38 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     all_routes().split_for_parts().1
 }
 
-/// The server's router. Layers, from the outside in: request id, client address and access log
-/// → security headers → panics as 500 → CORS (when origins are configured) → refusal of
-/// plaintext credentials (when configured) → request timeout → rate-limit headers → routes.
-pub fn router(state: AppState) -> Router {
-    use axum::middleware::{from_fn, from_fn_with_state};
+/// The routes as served: the router, with its body limit, under the request guard (plaintext
+/// credentials, request timeout), CORS when origins are configured, and the frame (request id,
+/// access log, security and rate-limit headers, panics). See `http::frame`.
+pub type Api = Frame<Routes<Either<Cors<Guarded>, Guarded>>>;
+type Guarded = Guard<<DefaultBodyLimit as Layer<Router>>::Service>;
+
+/// The server's routes in their frame.
+pub fn router(state: AppState) -> Api {
     let (router, _) = all_routes().split_for_parts();
     let router = router
         .merge(dashboard::routes(&state))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES))
-        .layer(from_fn(ratelimit::rate_limit_headers))
-        .layer(from_fn_with_state(
-            state.config.request_timeout,
-            http::security::request_timeout,
-        ))
-        .layer(from_fn_with_state(
-            state.config.refuse_plaintext_credentials,
-            http::security::refuse_plaintext_credentials,
-        ));
-    let router = match http::security::cors_layer(&state.config.cors_allowed_origins) {
-        Some(cors) => router.layer(cors),
-        None => router,
+        .with_state(state.clone());
+    // Layers around the whole router, not `Router::layer`, which wraps every route on its own
+    // and costs a boxed service per route and per request.
+    let guarded = Guard::new(
+        DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES).layer(router),
+        state.config.refuse_plaintext_credentials,
+        state.config.request_timeout,
+    );
+    let inner = match http::security::cors_layer(&state.config.cors_allowed_origins) {
+        Some(cors) => Either::Left(cors.layer(guarded)),
+        None => Either::Right(guarded),
     };
-    router
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ))
-        .layer(from_fn(http::security::security_headers))
-        .layer(from_fn_with_state(
-            state.clone(),
-            http::request_id::request_id_and_log,
-        ))
-        .with_state(state)
+    Frame::new(
+        FrameConfig {
+            surface: Surface::Api,
+            trusted_proxies: state.config.trusted_proxies.clone(),
+        },
+        Routes(inner),
+    )
 }
 
 /// Answers in the shape of the surface the path belongs to.
@@ -142,10 +144,6 @@ async fn method_not_allowed(uri: Uri) -> Response {
         &uri,
         ApiError::MethodNotAllowed("This method is not allowed on this route".into()),
     )
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    ApiError::Internal(anyhow::anyhow!("a handler panicked")).into_response()
 }
 
 /// A running server: its address, and a handle that stops it.
@@ -179,10 +177,10 @@ pub fn start(state: AppState, listener: TcpListener) -> anyhow::Result<RunningSe
 }
 
 /// Serves `app` (the API, or the gateway) with the background tasks every node runs.
-pub fn start_with(
+pub fn start_with<A: serve::App>(
     state: AppState,
     listener: TcpListener,
-    app: Router,
+    app: A,
 ) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let config = &state.config;

@@ -5,19 +5,14 @@
 //! Hot path. Limits are GCRA (exact, O(1) state per key) in the process, or one atomic Redis
 //! script when several nodes share Redis (see `keygate-cluster`). A request is limited by its
 //! account's plan and, when its key has one, by the key's own lower limit; the headers report
-//! the tighter of the two. Headers travel through a per-request slot, because the extractor
-//! that decides cannot touch the response.
+//! the tighter of the two. Headers travel through the request's context, because the extractor
+//! that decides cannot touch the response: the frame writes them.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use keygate_core::gcra::{Decision, Quota};
-use time::OffsetDateTime;
 
 use keygate_store::{Account, ApiKey};
 
@@ -34,38 +29,15 @@ pub struct RateLimitInfo {
     pub decision: Decision,
 }
 
-/// Where an extractor leaves the headers for the answer.
-#[derive(Clone, Default)]
-pub struct RateLimitSlot(Arc<Mutex<Option<RateLimitInfo>>>);
-
-impl RateLimitSlot {
-    fn put(&self, info: RateLimitInfo) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
-    }
-
-    pub fn take(&self) -> Option<RateLimitInfo> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-/// Middleware: gives the request a slot, and turns what the slot holds into headers.
-pub async fn rate_limit_headers(mut req: Request, next: Next) -> Response {
-    let slot = RateLimitSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let mut response = next.run(req).await;
-    if let Some(info) = slot.take() {
-        write_headers(
-            response.headers_mut(),
-            &info,
-            OffsetDateTime::now_utc().unix_timestamp(),
-        );
-    }
-    response
-}
-
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
+
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// `X-RateLimit-*` as seed 002 shows them (the reset as Unix seconds), and the IETF
 /// `RateLimit-Policy` / `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers).
@@ -73,24 +45,29 @@ pub fn write_headers(h: &mut HeaderMap, info: &RateLimitInfo, now_unix: i64) {
     let d = &info.decision;
     let reset_in = ceil_secs(d.reset_after);
     let window = info.quota.period().as_secs().max(1);
-    let policy = info.policy.replace(['"', '\\'], "");
-    let mut set = |name: &'static str, value: String| {
+    let policy: std::borrow::Cow<'_, str> = if info.policy.contains(['"', '\\']) {
+        info.policy.replace(['"', '\\'], "").into()
+    } else {
+        info.policy.as_str().into()
+    };
+    // Numbers straight into header values (no intermediate string); names are constants.
+    h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(d.limit));
+    h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
+    h.insert(
+        X_RATELIMIT_RESET,
+        HeaderValue::from(now_unix + reset_in as i64),
+    );
+    let mut set = |name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
         }
     };
-    set("x-ratelimit-limit", d.limit.to_string());
-    set("x-ratelimit-remaining", d.remaining.to_string());
     set(
-        "x-ratelimit-reset",
-        (now_unix + reset_in as i64).to_string(),
-    );
-    set(
-        "ratelimit-policy",
+        RATELIMIT_POLICY,
         format!("\"{policy}\";q={};w={window}", d.limit),
     );
     set(
-        "ratelimit",
+        RATELIMIT,
         format!("\"{policy}\";r={};t={reset_in}", d.remaining),
     );
 }
@@ -100,12 +77,11 @@ pub fn write_headers(h: &mut HeaderMap, info: &RateLimitInfo, now_unix: i64) {
 pub async fn enforce(
     state: &AppState,
     who: &Principal,
-    slot: Option<&RateLimitSlot>,
     call: (&str, &str),
     cost: u64,
     idempotency_key: Option<&str>,
 ) -> Result<(), ApiError> {
-    apply_limits(state, who, slot).await?;
+    apply_limits(state, who).await?;
     charge(state, who, call, cost, idempotency_key).await
 }
 
@@ -148,12 +124,10 @@ pub async fn check_limits(
     Ok(tightest)
 }
 
-/// The caller's rate limits (see [`check_limits`]). Operators are not limited.
-pub async fn apply_limits(
-    state: &AppState,
-    who: &Principal,
-    slot: Option<&RateLimitSlot>,
-) -> Result<(), ApiError> {
+/// The caller's rate limits (see [`check_limits`]). Operators are not limited. The limit the
+/// request was counted against goes to the request's context, whose frame writes it as the
+/// answer's headers, refused or not.
+pub async fn apply_limits(state: &AppState, who: &Principal) -> Result<(), ApiError> {
     if who.is_operator() || !state.config.rate_limits_enabled {
         return Ok(());
     }
@@ -178,8 +152,8 @@ pub async fn apply_limits(
             );
         }
     }
-    if let (Some(slot), Some(info)) = (slot, info) {
-        slot.put(info);
+    if let Some(info) = info {
+        crate::http::request_id::set_ratelimit(info);
     }
     match (denied, retry_after) {
         (true, Some(retry_after)) => Err(ApiError::RateLimited { retry_after }),

@@ -5,9 +5,9 @@
 //! Why our own accept loop rather than `axum::serve`: it has no TLS, no connection cap and no
 //! idle timeout, and its graceful shutdown waits without bound.
 //!
-//! Each request is given two extensions here: `ConnectInfo<SocketAddr>` (the TCP peer) and
-//! `ConnectionTls`; the request middleware turns them, with the trusted proxies, into the
-//! client's `ClientInfo`.
+//! Each request is given one extension here, [`Connection`] (the TCP peer, whether the
+//! connection is TLS, and what the service keeps for the connection); the frame turns it, with the trusted proxies, into the client's
+//! `ClientInfo`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -26,8 +26,36 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::http::client::ConnectionTls;
+use crate::http::client::{Connection, ConnectionLocal};
 use crate::tls::Tls;
+
+/// What a server serves: the API's routes or the gateway, each in its frame. Any infallible
+/// tower service that can be shared between connections.
+pub trait App:
+    tower::Service<
+        Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> App for T where
+    T: tower::Service<
+            Request,
+            Response = Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -106,9 +134,9 @@ fn builder() -> auto::Builder<TokioExecutor> {
 /// Accepts and serves until `stopped`, then stops accepting (new connections are refused),
 /// asks every connection to finish its requests and close, and waits up to
 /// `shutdown_timeout` before cutting the ones still open.
-pub async fn serve(
+pub async fn serve<A: App>(
     listener: TcpListener,
-    app: Router,
+    app: A,
     tls: Option<Tls>,
     limits: ServeLimits,
     mut stopped: watch::Receiver<bool>,
@@ -185,11 +213,11 @@ async fn stopping(stopped: &mut watch::Receiver<bool>) {
 
 /// Serves one connection until it closes, it has been idle for `idle`, or the server stops
 /// (both of which close it gracefully: requests in flight finish first).
-async fn connection<I>(
+async fn connection<I, A: App>(
     io: I,
     peer: SocketAddr,
     tls: bool,
-    app: Router,
+    app: A,
     builder: &auto::Builder<TokioExecutor>,
     idle: Duration,
     mut stopped: watch::Receiver<bool>,
@@ -197,11 +225,15 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
+    let local = Arc::new(ConnectionLocal::default());
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            req.extensions_mut().insert(ConnectionTls(tls));
+            req.extensions_mut().insert(Connection {
+                peer,
+                tls,
+                local: local.clone(),
+            });
             let in_flight = InFlight::begin(&activity);
             let call = app.clone().oneshot(req.map(Body::new));
             async move {

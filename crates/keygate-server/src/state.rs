@@ -223,7 +223,7 @@ pub struct Inner {
     /// The rate limiter: in-process, or over Redis when several nodes share one.
     pub limiter: Arc<dyn keygate_cluster::RateLimiter>,
     /// (account, month) pairs whose monthly credit top-up this node has applied or seen.
-    pub refilled: moka::sync::Cache<(keygate_core::AccountId, String), ()>,
+    pub refilled: crate::cache::BoundedCache<(keygate_core::AccountId, String), ()>,
     /// Sends the dashboard's mail (verification, password reset, invitations).
     pub mailer: Arc<dyn crate::mailer::Mailer>,
     /// Wakes this node's webhook worker: an event was just enqueued (here or, via Redis,
@@ -232,9 +232,9 @@ pub struct Inner {
     /// This process's name on the webhook leases it holds; new at every start.
     pub webhook_owner: String,
     /// Accounts told about a `ratelimit.exceeded` in the last minute, by this node.
-    pub ratelimit_notices: moka::sync::Cache<keygate_core::AccountId, ()>,
+    pub ratelimit_notices: crate::cache::BoundedCache<keygate_core::AccountId, ()>,
     /// (account, month) pairs whose `credits.low` notice this node checked in the last hour.
-    pub low_credit_notices: moka::sync::Cache<(keygate_core::AccountId, String), ()>,
+    pub low_credit_notices: crate::cache::BoundedCache<(keygate_core::AccountId, String), ()>,
 }
 
 impl Deref for AppState {
@@ -303,20 +303,11 @@ impl AppState {
             limiter,
             bus,
             feed_wakeup: tokio::sync::Notify::new(),
-            refilled: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(3600))
-                .build(),
+            refilled: crate::cache::BoundedCache::new(100_000, Duration::from_secs(3600)),
             webhook_wakeup: tokio::sync::Notify::new(),
             webhook_owner: format!("node_{}", uuid::Uuid::new_v4().simple()),
-            ratelimit_notices: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
-            low_credit_notices: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(3600))
-                .build(),
+            ratelimit_notices: crate::cache::BoundedCache::new(100_000, Duration::from_secs(60)),
+            low_credit_notices: crate::cache::BoundedCache::new(100_000, Duration::from_secs(3600)),
             config,
         }));
         crate::revocation::prime(&state)

@@ -9,6 +9,7 @@
 //! A token is refused once it is logged out (`jti` on the deny-list), once its key is revoked or
 //! its user deleted: the claims name them, and each request checks them through the caches.
 
+use crate::cache::BoundedCache;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -33,13 +34,15 @@ pub struct TokenService {
     pub ttl: Duration,
     algorithm: Algorithm,
     keys: RwLock<Arc<KeySet>>,
-    /// Logged-out token ids, each kept until its token would have expired anyway.
+    /// Logged-out token ids, each kept until its token would have expired anyway. Not bounded
+    /// in size (forgetting one would let a logged-out token work again): moka's, which drops
+    /// expired entries by itself.
     denied: moka::sync::Cache<String, ()>,
     /// Tokens whose signature was checked, by the SHA-256 of their text. Emptied when the
     /// signing keys change, so a key that leaves the JWKS stops verifying at once.
-    verified: moka::sync::Cache<[u8; 32], Arc<AuthClaims>>,
+    verified: BoundedCache<[u8; 32], Arc<AuthClaims>>,
     /// The same for OAuth access tokens.
-    verified_access: moka::sync::Cache<[u8; 32], Arc<AccessClaims>>,
+    verified_access: BoundedCache<[u8; 32], Arc<AccessClaims>>,
 }
 
 /// The signing key in use and the verifier of every key still publishable.
@@ -129,14 +132,8 @@ impl TokenService {
             denied: moka::sync::Cache::builder()
                 .time_to_live(ttl + Duration::from_secs(60))
                 .build(),
-            verified: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
-            verified_access: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
+            verified: BoundedCache::new(100_000, Duration::from_secs(300)),
+            verified_access: BoundedCache::new(100_000, Duration::from_secs(300)),
         };
         if store
             .list_signing_keys()

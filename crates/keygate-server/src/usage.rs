@@ -2,10 +2,10 @@
 //! per key and day; a background task writes the counters and `last_used_at` in one batch every
 //! few seconds, and once more at shutdown. The request itself never writes to the database.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use hashbrown::HashMap;
 use keygate_core::{AccountId, KeyHash, KeyId};
 use keygate_store::{Store, UsageIncrement};
 use time::OffsetDateTime;
@@ -16,7 +16,9 @@ pub const FLUSH_CHUNK: usize = 200;
 #[derive(Default)]
 pub struct UsageRecorder {
     /// Keyed by the key's hash (a `Copy` array), so counting a request allocates only the first
-    /// time a key is seen in a batch. The lock is held for a map update, never across `.await`.
+    /// time a key is seen in a batch; hashed with foldhash (hashbrown's default), not SipHash:
+    /// the keys are digests nobody can choose to collide. The lock is held for a map update,
+    /// never across `.await`.
     pending: Mutex<HashMap<(KeyHash, i32), Pending>>,
 }
 
@@ -81,11 +83,23 @@ impl UsageRecorder {
         // In key order, so that each transaction covers a run of neighbouring keys: their rows
         // share pages (the stores' usage tables are keyed by key id, and key ids grow with
         // time), and a transaction writes each page it touched once. Chunks of keys in hash
-        // order would each touch a page per row, a thousand pages where a dozen do.
-        let mut drained: Vec<((KeyHash, i32), Pending)> = drained.into_iter().collect();
-        drained.sort_unstable_by(|(a_slot, a), (b_slot, b)| {
-            (a.key_id.as_str(), a_slot.1).cmp(&(b.key_id.as_str(), b_slot.1))
-        });
+        // order would each touch a page per row, a thousand pages where a dozen do. Sorted on a
+        // blocking thread: with hundreds of thousands of keys the sort takes tens of
+        // milliseconds, which a runtime thread would take from the requests queued on it.
+        let sorted = tokio::task::spawn_blocking(move || {
+            let mut drained: Vec<((KeyHash, i32), Pending)> = drained.into_iter().collect();
+            drained.sort_unstable_by(|(a_slot, a), (b_slot, b)| {
+                (a.key_id.as_str(), a_slot.1).cmp(&(b.key_id.as_str(), b_slot.1))
+            });
+            drained
+        })
+        .await;
+        let drained = match sorted {
+            Ok(drained) => drained,
+            // A sort does not fail: joining fails only when the runtime is shutting down, and
+            // the last flush runs before it does.
+            Err(err) => return Err(anyhow::anyhow!("sorting the usage to write failed: {err}")),
+        };
         let mut written = 0;
         let mut rest = drained.into_iter().peekable();
         while rest.peek().is_some() {

@@ -174,12 +174,25 @@ macro_rules! sql_webhook_store {
 
         /// Disables an endpoint and gives up its pending deliveries (leased ones too: their
         /// workers' results no longer count).
+        /// Disables an endpoint and gives up its pending deliveries. The deliveries are
+        /// updated before the endpoint, the order `finish_attempt` locks them in: the other way
+        /// round, a user disabling an endpoint while the worker records an attempt on it
+        /// deadlocked on PostgreSQL (each held the row the other wanted).
         async fn disable_in(
             tx: &mut sqlx::Transaction<'static, $Db>,
             id: &str,
             reason: &str,
             now: i64,
         ) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled', \
+                 lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE endpoint_id = $2 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(map_err)?;
             let done = sqlx::query(
                 "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = $1, updated_at = $2 WHERE id = $3",
             )
@@ -192,15 +205,6 @@ macro_rules! sql_webhook_store {
             if done.rows_affected() == 0 {
                 return Err(StoreError::NotFound);
             }
-            sqlx::query(
-                "UPDATE webhook_deliveries SET status = 'failed', last_error = 'endpoint disabled', \
-                 lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE endpoint_id = $2 AND status = 'pending'",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut **tx)
-            .await
-            .map_err(map_err)?;
             Ok(())
         }
 

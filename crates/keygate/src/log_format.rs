@@ -98,22 +98,31 @@ fn timestamp(out: &mut String) {
     );
 }
 
-/// A JSON string literal: quotes, backslashes and control characters escaped.
+/// A JSON string literal: quotes, backslashes and control characters escaped. Runs that need
+/// no escaping (nearly every string) are copied whole.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut clean = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f | 0x7f => "",
+            _ => continue,
+        };
+        // Every byte escaped is ASCII, so `i` is a character boundary.
+        out.push_str(&s[clean..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
         }
+        clean = i + 1;
     }
+    out.push_str(&s[clean..]);
     out.push('"');
 }
 
@@ -255,6 +264,23 @@ mod tests {
         let ts = v["timestamp"].as_str().expect("timestamp");
         time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
             .expect("RFC 3339");
+    }
+
+    #[test]
+    fn json_strings_escape_what_json_requires_and_keep_the_rest_whole() {
+        for text in [
+            "",
+            "plain",
+            "a\"b\\c\nd\re\tf",
+            "\u{1}\u{1f}\u{7f} control",
+            "é中🙂 and \"quotes\" after non-ASCII",
+        ] {
+            let mut out = String::new();
+            json_str(&mut out, text);
+            let back: String = serde_json::from_str(&out).expect("valid JSON string");
+            assert_eq!(back, text, "{out}");
+            assert!(!out[1..out.len() - 1].contains(|c: char| c < ' '), "{out}");
+        }
     }
 
     #[test]

@@ -23,21 +23,26 @@ pub const FLUSH_AT: usize = 64 * 1024;
 const REQUEST_LOG_TARGET: &str = "keygate_server::http::request_id";
 
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Held while lines are written out. Taken before `PENDING` is let go, so buffers are written in
+/// the order they were taken, while new lines already collect in `PENDING`: a request that logs
+/// during a write waits for a pointer swap, not for the write.
+static WRITING: Mutex<()> = Mutex::new(());
 
-/// Writes what is waiting. The lock is held across the write so lines never interleave.
+/// Writes what is waiting.
 pub fn flush() {
-    let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
-    write_out(&mut pending);
+    write_out(PENDING.lock().unwrap_or_else(|p| p.into_inner()));
 }
 
-fn write_out(pending: &mut Vec<u8>) {
+fn write_out(mut pending: std::sync::MutexGuard<'_, Vec<u8>>) {
     if pending.is_empty() {
         return;
     }
+    let lines = std::mem::replace(&mut *pending, Vec::with_capacity(FLUSH_AT + 4096));
+    let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    drop(pending);
     // A failed write to stderr has nowhere to be reported; the lines are dropped rather than
     // kept growing.
-    let _ = std::io::stderr().lock().write_all(pending);
-    pending.clear();
+    let _ = std::io::stderr().lock().write_all(&lines);
 }
 
 /// The `MakeWriter` for the fmt layer. Starts the flushing thread and the panic hook once.
@@ -85,9 +90,9 @@ impl Write for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
-        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
         if !self.batched || pending.len() >= FLUSH_AT {
-            write_out(&mut pending);
+            write_out(pending);
         }
     }
 }

@@ -8,25 +8,31 @@
 //! Hot path, all of it: the same cached authentication as the API, one limiter check, no
 //! database write unless the route has a credit cost.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::PathAndQuery;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use keygate_core::Scope;
 
+use tower::ServiceExt;
+
 use crate::http::auth::authenticate;
-use crate::http::client::ClientInfo;
+use crate::http::client::{Connection, ConnectionLocal};
+use crate::http::frame::{plaintext_refusal, Frame, FrameConfig, Inner, Surface};
+use crate::http::request_id;
 use crate::http::ApiError;
-use crate::ratelimit::{apply_limits, charge, write_headers, RateLimitSlot};
+use crate::ratelimit::{apply_limits, charge};
 use crate::state::AppState;
 
 /// Which scope (and credit cost) the calls under a path prefix need.
@@ -99,13 +105,22 @@ fn default_scope(cfg: &GatewayConfig, method: &Method, path: &str) -> Scope {
     }
 }
 
-struct Gateway {
+/// The gateway's state, shared by every connection.
+pub struct Gateway {
     state: AppState,
     config: GatewayConfig,
+    connector: HttpConnector,
+    /// For HTTP/2 clients.
     client: Client<HttpConnector, Body>,
+    /// The upstream's `Host`.
+    host: Option<HeaderValue>,
 }
 
-pub fn router(state: AppState, config: GatewayConfig) -> Router {
+/// The gateway as served: the proxy in its frame (request id, access log, transport headers,
+/// rate-limit headers; see `http::frame`).
+pub type GatewayApp = Frame<Arc<Gateway>>;
+
+pub fn router(state: AppState, config: GatewayConfig) -> GatewayApp {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_keepalive(Some(Duration::from_secs(60)));
@@ -113,43 +128,72 @@ pub fn router(state: AppState, config: GatewayConfig) -> Router {
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
-        .build(connector);
-    let gateway = Arc::new(Gateway {
-        state: state.clone(),
-        config,
-        client,
-    });
-    Router::new()
-        .fallback(proxy)
-        .with_state(gateway)
-        .layer(axum::middleware::from_fn_with_state(
-            state.config.refuse_plaintext_credentials,
-            crate::http::security::refuse_plaintext_credentials,
-        ))
-        .layer(axum::middleware::from_fn(
-            crate::http::security::gateway_transport_headers,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
+        .build(connector.clone());
+    let host = config
+        .upstream
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let frame = FrameConfig {
+        surface: Surface::Gateway,
+        trusted_proxies: state.config.trusted_proxies.clone(),
+    };
+    Frame::new(
+        frame,
+        Arc::new(Gateway {
             state,
-            crate::http::request_id::request_id_and_log,
-        ))
+            config,
+            connector,
+            client,
+            host,
+        }),
+    )
+}
+
+impl Inner for Arc<Gateway> {
+    fn call(&self, req: Request) -> impl Future<Output = Response> + Send + 'static {
+        let gw = self.clone();
+        async move {
+            match forward(&gw, req).await {
+                Ok(response) => response,
+                Err(err) => err.into_response(),
+            }
+        }
+    }
 }
 
 /// Credential headers: never forwarded.
-const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-auth-token"];
+const CREDENTIAL_HEADERS: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-auth-token"),
+];
+/// Identity headers: only the gateway sets them.
+const IDENTITY_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-keygate-account-id"),
+    HeaderName::from_static("x-keygate-key-id"),
+    HeaderName::from_static("x-keygate-scope"),
+];
 /// RFC 9110 §7.6.1: hop-by-hop fields, plus any the Connection header names.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Drops the hop-by-hop fields, those the Connection header names, and `also`. Most messages
+/// carry none of them: one pass over the fields present decides, rather than a removal (a hash
+/// lookup) per name.
+fn strip_hop_by_hop(headers: &mut HeaderMap, also: &[&[HeaderName]]) {
+    let doomed =
+        |name: &HeaderName| HOP_BY_HOP.contains(name) || also.iter().any(|set| set.contains(name));
+    if !headers.keys().any(doomed) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -157,62 +201,35 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named {
+    for name in named
+        .iter()
+        .chain(HOP_BY_HOP.iter())
+        .chain(also.iter().flat_map(|set| set.iter()))
+    {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
 }
 
-fn error_response(err: ApiError, slot: &RateLimitSlot) -> Response {
-    let mut response = err.into_response();
-    if let Some(info) = slot.take() {
-        write_headers(
-            response.headers_mut(),
-            &info,
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-        );
-    }
-    response
-}
-
-async fn proxy(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    client: ClientInfo,
-    req: Request,
-) -> Response {
-    let slot = RateLimitSlot::default();
-    match forward(&gw, (peer, client), req, &slot).await {
-        Ok(mut response) => {
-            if let Some(info) = slot.take() {
-                write_headers(
-                    response.headers_mut(),
-                    &info,
-                    time::OffsetDateTime::now_utc().unix_timestamp(),
-                );
-            }
-            response
-        }
-        Err(err) => error_response(err, &slot),
-    }
-}
-
-async fn forward(
-    gw: &Gateway,
-    (peer, client): (SocketAddr, ClientInfo),
-    req: Request,
-    slot: &RateLimitSlot,
-) -> Result<Response, ApiError> {
+async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
     let state = &gw.state;
     let (mut parts, body) = req.into_parts();
-    let who = authenticate(state, &parts.headers, Some(client.addr)).await?;
     let path = parts.uri.path().to_owned();
+    if let Some(refusal) = plaintext_refusal(
+        state.config.refuse_plaintext_credentials,
+        &parts.headers,
+        &path,
+    ) {
+        return Err(refusal);
+    }
+    let (peer, client) = match request_id::context() {
+        Some(c) => (c.peer, c.client.addr),
+        None => (IpAddr::from([0, 0, 0, 0]), IpAddr::from([0, 0, 0, 0])),
+    };
+    let who = authenticate(state, &parts.headers, Some(client)).await?;
     let (needed, cost) = gw.config.needs(&parts.method, &path);
     // Limits first, so that a refused call still answers with the rate-limit headers; credits
     // only for a call that goes through.
-    apply_limits(state, &who, Some(slot)).await?;
+    apply_limits(state, &who).await?;
     who.require(needed)?;
     let idem = parts
         .headers
@@ -233,21 +250,11 @@ async fn forward(
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
     {
-        Some(prior) => format!("{prior}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer.to_string(),
     };
     let headers = &mut parts.headers;
-    for name in CREDENTIAL_HEADERS {
-        headers.remove(name);
-    }
-    strip_hop_by_hop(headers);
-    for name in [
-        "x-keygate-account-id",
-        "x-keygate-key-id",
-        "x-keygate-scope",
-    ] {
-        headers.remove(name);
-    }
+    strip_hop_by_hop(headers, &[&CREDENTIAL_HEADERS, &IDENTITY_HEADERS]);
     let mut set = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
@@ -261,34 +268,50 @@ async fn forward(
     }
     set("x-keygate-scope", who.scope.as_str());
     set("x-forwarded-for", &forwarded_for);
-    if let Some(id) = crate::http::request_id::current() {
+    if let Some(id) = request_id::current() {
         set("x-request-id", &id);
     }
 
     let upstream = &gw.config.upstream;
     let base_path = upstream.path().trim_end_matches('/');
-    let path_and_query = match parts.uri.query() {
+    let path_and_query: PathAndQuery = match parts.uri.query() {
         Some(q) => format!("{base_path}{path}?{q}"),
         None => format!("{base_path}{path}"),
-    };
-    let mut target = upstream.clone().into_parts();
-    target.path_and_query = Some(
-        path_and_query
-            .parse()
-            .map_err(|_| ApiError::invalid("the request path is malformed"))?,
-    );
-    parts.uri =
-        Uri::from_parts(target).map_err(|_| ApiError::invalid("the request path is malformed"))?;
+    }
+    .parse()
+    .map_err(|_| ApiError::invalid("the request path is malformed"))?;
     let client_version = parts.version;
     parts.version = axum::http::Version::HTTP_11;
-    if let Some(authority) = upstream.authority() {
-        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-            parts.headers.insert(header::HOST, v);
-        }
+    if let Some(host) = &gw.host {
+        parts.headers.insert(header::HOST, host.clone());
     }
-
-    let request = hyper::Request::from_parts(parts, body);
-    let answer = match tokio::time::timeout(gw.config.timeout, gw.client.request(request)).await {
+    // An HTTP/1 client's requests go over the upstream connection kept for its connection;
+    // HTTP/2 clients, whose requests run side by side, share the pool.
+    let own = parts
+        .extensions
+        .get::<Connection>()
+        .map(|c| c.local.clone())
+        .filter(|_| client_version < axum::http::Version::HTTP_2);
+    let sent = match own {
+        Some(local) => {
+            // Origin-form: the connection already knows where it goes.
+            parts.uri = Uri::from(path_and_query);
+            let request = hyper::Request::from_parts(parts, body);
+            tokio::time::timeout(gw.config.timeout, send_on_own(gw, &local, request)).await
+        }
+        None => {
+            let mut target = upstream.clone().into_parts();
+            target.path_and_query = Some(path_and_query);
+            parts.uri = Uri::from_parts(target)
+                .map_err(|_| ApiError::invalid("the request path is malformed"))?;
+            let request = hyper::Request::from_parts(parts, body);
+            tokio::time::timeout(gw.config.timeout, async {
+                gw.client.request(request).await.map_err(BoxError::from)
+            })
+            .await
+        }
+    };
+    let answer = match sent {
         Err(_) => return Err(ApiError::GatewayTimeout),
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "upstream request failed");
@@ -297,10 +320,73 @@ async fn forward(
         Ok(Ok(answer)) => answer,
     };
     let (mut parts, body) = answer.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop(&mut parts.headers, &[]);
     // The client's connection, not the upstream's, decides the version we answer in.
     parts.version = client_version;
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The upstream connection kept for one client connection (see `ConnectionLocal`).
+pub(crate) type Upstream = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Sends `request` on the client connection's own upstream connection, opening it on the first
+/// request. The kept connection may have been closed by the upstream meanwhile: then, or when
+/// the connection refused the request before sending any of it, a new one is opened, once.
+async fn send_on_own(
+    gw: &Gateway,
+    local: &ConnectionLocal,
+    request: hyper::Request<Body>,
+) -> Result<hyper::Response<Incoming>, BoxError> {
+    let mut kept = local
+        .upstream
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let mut request = request;
+    let mut retried = false;
+    loop {
+        let mut sender = match kept.take() {
+            Some(mut sender) => match sender.ready().await {
+                Ok(()) => sender,
+                Err(_) => open_upstream(gw).await?,
+            },
+            None => open_upstream(gw).await?,
+        };
+        match sender.try_send_request(request).await {
+            Ok(answer) => {
+                // Kept while the body streams: the client's next request, which waits for it
+                // to end, waits for the connection to be ready again.
+                *local.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+                return Ok(answer);
+            }
+            Err(mut err) => match err.take_message() {
+                Some(unsent) if !retried => {
+                    retried = true;
+                    request = unsent;
+                }
+                _ => return Err(err.into_error().into()),
+            },
+        }
+    }
+}
+
+/// A new HTTP/1.1 connection to the upstream, driven by a task of its own until the client
+/// connection that keeps it closes.
+async fn open_upstream(gw: &Gateway) -> Result<Upstream, BoxError> {
+    let io = gw
+        .connector
+        .clone()
+        .oneshot(gw.config.upstream.clone())
+        .await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "upstream connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]
@@ -353,8 +439,16 @@ mod tests {
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("content-type", HeaderValue::from_static("application/json"));
-        strip_hop_by_hop(&mut h);
+        strip_hop_by_hop(&mut h, &[]);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-type"));
+        h.insert("x-api-key", HeaderValue::from_static("ak_live_x"));
+        h.insert("x-keygate-scope", HeaderValue::from_static("admin"));
+        strip_hop_by_hop(&mut h, &[&CREDENTIAL_HEADERS, &IDENTITY_HEADERS]);
+        assert_eq!(
+            h.len(),
+            1,
+            "the credential and a forged identity are dropped"
+        );
     }
 }

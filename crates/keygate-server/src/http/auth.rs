@@ -458,10 +458,6 @@ pub async fn load_user(
 async fn authenticate_request(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
     let ip = Some(super::client::of_parts(parts).addr);
     let p = authenticate(state, &parts.headers, ip).await?;
-    let slot = parts
-        .extensions
-        .get::<crate::ratelimit::RateLimitSlot>()
-        .cloned();
     let idem = parts
         .headers
         .get("idempotency-key")
@@ -469,7 +465,7 @@ async fn authenticate_request(parts: &mut Parts, state: &AppState) -> Result<Pri
         .filter(|k| (1..=200).contains(&k.len()));
     let (method, path) = (parts.method.as_str(), parts.uri.path());
     let cost = crate::service::credits::cost_of(state, method, path);
-    crate::ratelimit::enforce(state, &p, slot.as_ref(), (method, path), cost, idem).await?;
+    crate::ratelimit::enforce(state, &p, (method, path), cost, idem).await?;
     parts.extensions.insert(p.clone());
     Ok(p)
 }

@@ -9,15 +9,29 @@
 //! appends the address it saw, so entries left of the last untrusted one may be invented.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// Set on every request by the connection layer: whether the connection is TLS.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnectionTls(pub bool);
+/// Set on every request by the connection layer: the TCP peer, whether the connection is TLS,
+/// and what is kept for the life of the connection.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub local: Arc<ConnectionLocal>,
+}
+
+/// What a service keeps for one client connection. The gateway keeps its upstream connection
+/// here: an HTTP/1.1 client's requests come one at a time, so one upstream connection serves
+/// them all, with no pool to search and no task to hand the connection back to one.
+#[derive(Debug, Default)]
+pub struct ConnectionLocal {
+    pub(crate) upstream: Mutex<Option<crate::gateway::Upstream>>,
+}
 
 /// The client as this server believes it to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,8 +108,8 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("expected an address or CIDR such as 10.0.0.0/8, got {s:?}"))
 }
 
-/// The client of this request: from the request context the middleware set, else (a router
-/// served without it) the TCP peer.
+/// The client of this request: from the request context the frame set, else (a router served
+/// without it) the TCP peer.
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
     type Rejection = std::convert::Infallible;
 
@@ -105,17 +119,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
 }
 
 pub fn of_parts(parts: &Parts) -> ClientInfo {
-    if let Some(info) = parts.extensions.get::<ClientInfo>() {
-        return *info;
+    if let Some(context) = super::request_id::context() {
+        return context.client;
     }
-    let addr = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let connection = parts.extensions.get::<Connection>();
     ClientInfo {
-        addr,
-        secure: parts.extensions.get::<ConnectionTls>().is_some_and(|t| t.0),
+        addr: connection
+            .map(|c| c.peer.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        secure: connection.is_some_and(|c| c.tls),
     }
 }
 

@@ -25,14 +25,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .is_none_or(|mime| mime == "application/json" || mime.ends_with("+json"));
+            .map(|v| v.split(';').next().unwrap_or("").trim())
+            .is_none_or(|mime| {
+                mime.eq_ignore_ascii_case("application/json")
+                    || mime
+                        .get(mime.len().saturating_sub(5)..)
+                        .is_some_and(|end| end.eq_ignore_ascii_case("+json"))
+            });
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
@@ -54,6 +53,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
+    // The common case, a valid body, without the bookkeeping of paths; a body that fails is
+    // parsed again to name the field at fault.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod extract;
+pub mod frame;
 pub mod paging;
 pub mod request_id;
 pub mod security;

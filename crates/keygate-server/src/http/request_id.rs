@@ -6,39 +6,37 @@
 //! fields for every request. The log records the path without the query string: a client may
 //! put a credential there.
 //!
-//! The same middleware decides who the client is ([`super::client::client_info`]) and keeps,
-//! for the rest of the request, a [`RequestContext`]: the id, the client, and the credential's
-//! owner once authentication has run. Code deep inside a request (the audit log, Crossbar
+//! The frame (`super::frame`) decides who the client is ([`super::client::client_info`]) and
+//! keeps, for the rest of the request, a [`RequestContext`]: the id, the client, the
+//! credential's owner once authentication has run, and the limit the request was counted
+//! against. Code deep inside a request (the audit log, Crossbar
 //! envelopes) reads it from a task-local instead of having it passed down every call.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::Method;
 
 use super::auth::{Principal, TokenInUse};
-use super::client::{client_info, ClientInfo, ConnectionTls};
+use super::client::ClientInfo;
 use crate::cache::UserWithAccount;
+use crate::ratelimit::RateLimitInfo;
 use crate::service::audit::Actor;
-use crate::state::AppState;
-
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
 
 /// What is known about the request being handled.
 #[derive(Debug)]
 pub struct RequestContext {
     pub id: String,
+    /// The TCP peer (a proxy's address when the client is behind one).
+    pub peer: IpAddr,
     pub client: ClientInfo,
     pub method: Method,
     /// Without the query string.
     pub path: String,
     /// Filled in by authentication; read by the audit log.
     actor: Mutex<Option<Credential>>,
+    /// The limit the request was counted against, for the answer's headers.
+    ratelimit: Mutex<Option<RateLimitInfo>>,
 }
 
 /// What authenticated the request, kept as the `Arc`s the principal already holds: recording it
@@ -52,6 +50,26 @@ struct Credential {
 }
 
 impl RequestContext {
+    pub fn new(id: String, peer: IpAddr, client: ClientInfo, method: Method, path: &str) -> Self {
+        RequestContext {
+            id,
+            peer,
+            client,
+            method,
+            path: path.to_owned(),
+            actor: Mutex::new(None),
+            ratelimit: Mutex::new(None),
+        }
+    }
+
+    /// The limit the request was counted against, once: the frame writes it as headers.
+    pub fn take_ratelimit(&self) -> Option<RateLimitInfo> {
+        self.ratelimit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     /// Who the request's credential belongs to, once authentication has run.
     pub fn actor(&self) -> Option<Actor> {
         let guard = self.actor.lock().unwrap_or_else(|p| p.into_inner());
@@ -70,7 +88,7 @@ impl RequestContext {
 }
 
 tokio::task_local! {
-    static CURRENT: Arc<RequestContext>;
+    pub(crate) static CURRENT: Arc<RequestContext>;
 }
 
 /// The current request's id, inside a request.
@@ -94,9 +112,17 @@ pub fn set_principal(p: &Principal) {
     });
 }
 
+/// Hot path: keeps the limit the request was counted against for the answer's headers
+/// (called by the limiter). Outside a request, nothing to do.
+pub fn set_ratelimit(info: RateLimitInfo) {
+    let _ = CURRENT.try_with(|c| {
+        *c.ratelimit.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
+    });
+}
+
 pub const HEADER: &str = "x-request-id";
 
-fn acceptable(id: &str) -> bool {
+pub(crate) fn acceptable(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -110,38 +136,8 @@ pub fn new_request_id() -> String {
     format!("req_{:032x}", rand::random::<u128>())
 }
 
-pub async fn request_id_and_log(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let id = req
-        .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| acceptable(v))
-        .map(str::to_owned)
-        .unwrap_or_else(new_request_id);
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let tls = req.extensions().get::<ConnectionTls>().is_some_and(|t| t.0);
-    let client = client_info(peer, tls, req.headers(), &state.config.trusted_proxies);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    req.extensions_mut().insert(client);
-    let started = Instant::now();
-    let context = Arc::new(RequestContext {
-        id,
-        client,
-        method: req.method().clone(),
-        path: req.uri().path().to_owned(),
-        actor: Mutex::new(None),
-    });
-    let mut response = CURRENT.scope(context.clone(), next.run(req)).await;
-    let status = response.status().as_u16();
-    let latency_us = started.elapsed().as_micros() as u64;
+/// The access log line of a request, inside its context so that it names the request.
+pub(crate) fn log_handled(context: &Arc<RequestContext>, status: u16, latency_us: u64) {
     CURRENT.sync_scope(context.clone(), || {
         // Server errors stand out in the log (their cause was logged inside the request);
         // client errors are the client's business and stay at info.
@@ -151,8 +147,4 @@ pub async fn request_id_and_log(
             tracing::info!(status, latency_us, "handled");
         }
     });
-    if let Ok(value) = HeaderValue::from_str(&context.id) {
-        response.headers_mut().insert(HEADER, value);
-    }
-    response
 }

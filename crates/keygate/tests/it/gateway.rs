@@ -264,6 +264,121 @@ async fn an_upstream_that_is_down_or_slow_gets_502_or_504_with_the_error_body() 
     assert_eq!(r.error_code(), "gateway_timeout");
 }
 
+/// A bare HTTP/1.1 upstream that counts the connections it accepts. It answers every request
+/// (bodiless) with `ok`; with `close`, it says `Connection: close` and closes after answering.
+async fn counting_upstream(close: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let head = if close { "connection: close\r\n" } else { "" };
+                        let answer =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{head}\r\nok");
+                        if stream.write_all(answer.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+/// Sends `count` GETs one after the other on one client connection (written by hand: a pooling
+/// client may open a second connection while its first is being handed back to its pool), and
+/// returns each answer's status.
+async fn statuses_on_one_connection(gateway: &str, key: &str, count: usize) -> Vec<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gateway.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut statuses = Vec::new();
+    let mut buf = Vec::new();
+    for i in 0..count {
+        let request = format!(
+            "GET /api/posts/{i} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        // Read the head, then as many body bytes as its Content-Length says.
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the gateway closed the connection after {i} answers");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let status: u16 = head[9..12].parse().expect("status");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().expect("length"))
+            .expect("a content-length");
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the body was cut");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        buf.drain(..head_end + length);
+        statuses.push(status);
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connection_keeps_one_upstream_connection_and_a_closed_one_is_replaced() {
+    use std::sync::atomic::Ordering;
+    let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let acme = srv.account("Acme").await;
+    let (up, accepted) = counting_upstream(false).await;
+    let gw = start_gateway(&srv, &up, |_| {}).await;
+    assert_eq!(
+        statuses_on_one_connection(&gw, &acme.key, 5).await,
+        [200; 5]
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the client connection's requests share one upstream connection"
+    );
+
+    let (up, accepted) = counting_upstream(true).await;
+    let gw = start_gateway(&srv, &up, |_| {}).await;
+    assert_eq!(
+        statuses_on_one_connection(&gw, &acme.key, 3).await,
+        [200; 3],
+        "each request after the upstream closed its connection"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "a connection the upstream closed is replaced"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_routes_change_the_scope_and_charge_credits() {
     let srv = TestServer::start_with(Backend::Sqlite, |c| {
