@@ -226,17 +226,21 @@ pub fn start_with<A: serve::App>(
         max_connections: config.max_connections,
         idle_timeout: config.idle_timeout,
         shutdown_timeout: config.shutdown_timeout,
+        threads: config.serve_threads,
     };
     let background_bound = config.shutdown_timeout;
     let task = tokio::spawn(async move {
-        let result = serve::serve(listener, app, tls, limits, stopped).await;
+        let served = serve::serve(listener, app, tls, limits, stopped).await;
         // Every request has ended: what they counted is all in memory, so the background
         // tasks' last round (the final usage flush) writes all of it.
         background.stop(background_bound).await;
         for s in [subscriber, webhook_subscriber].into_iter().flatten() {
             s.abort();
         }
-        result
+        // Only now: the serving threads' runtimes drive what requests opened there (a
+        // database connection the last flush may use).
+        served?.release().await;
+        Ok(())
     });
     tracing::info!(%addr, tls = config.tls_enabled(), database = state.store.backend_name(), "keygate listening");
     Ok(RunningServer { addr, stop, task })

@@ -5,15 +5,27 @@
 //! Why our own accept loop rather than `axum::serve`: it has no TLS, no connection cap and no
 //! idle timeout, and its graceful shutdown waits without bound.
 //!
+//! Connections are served on `threads` serving threads, each running a single-threaded tokio
+//! runtime (the model of nginx's worker processes). The accept loop, on the caller's runtime,
+//! hands each new connection to the thread with the fewest open; from then on the connection,
+//! its requests and the gateway's upstream connection for it stay on that thread. No request
+//! wakes another thread or moves between threads, where tokio's work-stealing runtime woke a
+//! parked worker for most events. Requests reach the shared state (caches, limiter, store) as
+//! before. The serving threads' runtimes run until the server's background tasks have
+//! finished (see [`Serving::release`]): what requests spawned or opened there (a database
+//! connection, a webhook notice) keeps working for the final usage flush. `threads = 0` serves
+//! on the caller's runtime instead.
+//!
 //! Each request is given one extension here, [`Connection`] (the TCP peer, whether the
-//! connection is TLS, and what the service keeps for the connection); the frame turns it, with the trusted proxies, into the client's
-//! `ClientInfo`.
+//! connection is TLS, and what the service keeps for the connection); the frame turns it,
+//! with the trusted proxies, into the client's `ClientInfo`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
@@ -21,8 +33,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -66,6 +78,8 @@ pub struct ServeLimits {
     pub max_connections: usize,
     pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Serving threads; 0 serves on the caller's runtime.
+    pub threads: usize,
 }
 
 /// Requests in flight on one connection, and when the last one ended: what the idle timeout
@@ -131,68 +145,275 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The serving threads, once they have stopped accepting and drained their connections;
+/// their runtimes keep running until [`Serving::release`].
+#[must_use = "the serving threads run until released"]
+pub struct Serving {
+    release: watch::Sender<bool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Ends the serving threads' runtimes (what requests spawned there and did not finish is
+    /// dropped) and waits for the threads.
+    pub async fn release(self) {
+        let _ = self.release.send(true);
+        let threads = self.threads;
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        let _ = joined.await;
+    }
+}
+
 /// Accepts and serves until `stopped`, then stops accepting (new connections are refused),
 /// asks every connection to finish its requests and close, and waits up to
-/// `shutdown_timeout` before cutting the ones still open.
+/// `shutdown_timeout` before cutting the ones still open. Returns once every connection has
+/// ended; the serving threads' runtimes stay up until the result is released.
 pub async fn serve<A: App>(
     listener: TcpListener,
     app: A,
     tls: Option<Tls>,
     limits: ServeLimits,
-    mut stopped: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let builder = Arc::new(builder());
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Serving> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut connections = JoinSet::new();
+    let (release, released) = watch::channel(false);
+    let mut serving = Serving {
+        release,
+        threads: Vec::new(),
+    };
+    if limits.threads == 0 {
+        let builder = Arc::new(builder());
+        let mut connections = JoinSet::new();
+        while let Some((stream, peer, permit)) = next(&listener, &permits, &stopped).await {
+            while connections.try_join_next().is_some() {}
+            let conn = ConnectionTask::new(&app, &builder, &tls, &limits, &stopped);
+            connections.spawn(conn.run(stream, peer, permit));
+        }
+        drop(listener);
+        drain(connections, limits.shutdown_timeout).await;
+        return Ok(serving);
+    }
+    // Each thread holds a clone of `drained` until its connections have ended.
+    let (drained, mut all_drained) = tokio::sync::mpsc::channel::<()>(1);
+    let mut workers = Vec::with_capacity(limits.threads);
+    for n in 0..limits.threads {
+        let started = start_thread(
+            n,
+            &app,
+            &tls,
+            &limits,
+            &stopped,
+            serving.release.subscribe(),
+            drained.clone(),
+        );
+        match started {
+            Ok((worker, thread)) => {
+                workers.push(worker);
+                serving.threads.push(thread);
+            }
+            Err(err) => {
+                drop(workers);
+                serving.release().await;
+                return Err(err);
+            }
+        }
+    }
+    drop((drained, released));
+    let mut turn = 0;
+    while let Some((stream, peer, permit)) = next(&listener, &permits, &stopped).await {
+        // To the thread with the fewest connections; among equals, in turn.
+        turn = (turn + 1) % workers.len();
+        let worker = (0..workers.len())
+            .map(|i| &workers[(turn + i) % workers.len()])
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+            .expect("at least one serving thread");
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        let counted = Counted(worker.open.clone());
+        match stream.into_std() {
+            Ok(stream) => {
+                // A thread that is gone (it panicked) drops the connection; the others go on.
+                let _ = worker.handoff.send(Handoff {
+                    stream,
+                    peer,
+                    hold: (permit, counted),
+                });
+            }
+            Err(err) => tracing::warn!(%peer, error = %err, "handing a connection over failed"),
+        }
+    }
+    drop(listener);
+    // Closing the hand-off channels tells each thread to drain.
+    drop(workers);
+    let _ = all_drained.recv().await;
+    Ok(serving)
+}
+
+/// A serving thread as the acceptor sees it.
+struct Worker {
+    handoff: tokio::sync::mpsc::UnboundedSender<Handoff>,
+    /// Connections open on the thread.
+    open: Arc<AtomicUsize>,
+}
+
+/// A connection accepted for a serving thread, with what it holds while open: its place under
+/// the connection cap and its count on the thread.
+struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    hold: (OwnedSemaphorePermit, Counted),
+}
+
+/// One connection counted on its thread until dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts serving thread `n`: it serves the connections handed to it until the hand-off
+/// channel closes, drains them, drops `drained`, and keeps its runtime running until
+/// `released`.
+fn start_thread<A: App>(
+    n: usize,
+    app: &A,
+    tls: &Option<Tls>,
+    limits: &ServeLimits,
+    stopped: &watch::Receiver<bool>,
+    mut released: watch::Receiver<bool>,
+    drained: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<(Worker, std::thread::JoinHandle<()>)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("a serving thread's runtime")?;
+    let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+    let (app, tls, limits, stopped) = (app.clone(), tls.clone(), limits.clone(), stopped.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("keygate-serve-{n}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                let builder = Arc::new(builder());
+                let mut connections = JoinSet::new();
+                while let Some(Handoff { stream, peer, hold }) = handed.recv().await {
+                    while connections.try_join_next().is_some() {}
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            let conn = ConnectionTask::new(&app, &builder, &tls, &limits, &stopped);
+                            connections.spawn(conn.run(stream, peer, hold));
+                        }
+                        Err(err) => {
+                            tracing::warn!(%peer, error = %err, "a serving thread could not take a connection")
+                        }
+                    }
+                }
+                drain(connections, limits.shutdown_timeout).await;
+                drop(drained);
+                let _ = released.wait_for(|r| *r).await;
+            });
+        })
+        .context("starting a serving thread")?;
+    let worker = Worker {
+        handoff,
+        open: Arc::new(AtomicUsize::new(0)),
+    };
+    Ok((worker, thread))
+}
+
+/// The next connection, under the cap; `None` once the server stops.
+async fn next(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    stopped: &watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let mut stopped = stopped.clone();
     loop {
         // A permit first: at the cap, connections wait in the kernel's backlog, not in memory.
         let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit?,
-            _ = stopping(&mut stopped) => break,
+            permit = permits.clone().acquire_owned() => permit.ok()?,
+            _ = stopping(&mut stopped) => return None,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stopping(&mut stopped) => break,
+            _ = stopping(&mut stopped) => return None,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer, permit));
+            }
             Err(err) => {
                 // Out of file descriptors and the like: wait rather than spin.
                 tracing::warn!(error = %err, "accepting a connection failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
             }
-        };
-        while connections.try_join_next().is_some() {}
-        let _ = stream.set_nodelay(true);
-        let (app, builder, tls, stopped) =
-            (app.clone(), builder.clone(), tls.clone(), stopped.clone());
-        let idle = limits.idle_timeout;
-        connections.spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => connection(stream, peer, false, app, &builder, idle, stopped).await,
-                Some(tls) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => {
-                            connection(stream, peer, true, app, &builder, idle, stopped).await
-                        }
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+}
+
+/// What serving one connection needs, cloned from its thread's share.
+struct ConnectionTask<A> {
+    app: A,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<Tls>,
+    idle: Duration,
+    stopped: watch::Receiver<bool>,
+}
+
+impl<A: App> ConnectionTask<A> {
+    fn new(
+        app: &A,
+        builder: &Arc<auto::Builder<TokioExecutor>>,
+        tls: &Option<Tls>,
+        limits: &ServeLimits,
+        stopped: &watch::Receiver<bool>,
+    ) -> Self {
+        ConnectionTask {
+            app: app.clone(),
+            builder: builder.clone(),
+            tls: tls.clone(),
+            idle: limits.idle_timeout,
+            stopped: stopped.clone(),
+        }
+    }
+
+    /// The TLS handshake if any, then the connection; `hold` is kept until it ends.
+    async fn run<H: Send + 'static>(self, stream: TcpStream, peer: SocketAddr, hold: H) {
+        let _hold = hold;
+        let ConnectionTask {
+            app,
+            builder,
+            tls,
+            idle,
+            stopped,
+        } = self;
+        match tls {
+            None => connection(stream, peer, false, app, &builder, idle, stopped).await,
+            Some(tls) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        connection(stream, peer, true, app, &builder, idle, stopped).await
                     }
+                    Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             }
-        });
+        }
     }
-    drop(listener);
+}
+
+/// Waits up to `bound` for the connections to end, then cuts the ones still open.
+async fn drain(mut connections: JoinSet<()>, bound: Duration) {
     let open = connections.len();
     if open > 0 {
         tracing::info!(connections = open, "draining connections");
     }
-    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+    let drained = tokio::time::timeout(bound, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
@@ -203,7 +424,6 @@ pub async fn serve<A: App>(
         );
         connections.shutdown().await;
     }
-    Ok(())
 }
 
 /// Resolves once the server is told to stop (or whoever could tell it is gone).

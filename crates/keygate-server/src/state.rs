@@ -105,6 +105,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Threads that accept and serve connections, each with a single-threaded runtime of its
+    /// own; 0 serves them on the process's runtime. One per core by default.
+    pub serve_threads: usize,
     /// How long a stopping server lets in-flight requests finish before it closes them.
     pub shutdown_timeout: Duration,
     /// Audit entries older than this many days are purged; 0 keeps them for ever.
@@ -162,6 +165,7 @@ impl Config {
             request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            serve_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shutdown_timeout: Duration::from_secs(30),
             audit_retention_days: 365,
             webhooks_allow_private: false,

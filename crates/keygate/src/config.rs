@@ -122,6 +122,10 @@ pub struct Common {
     /// Connections served at once [default: 10000].
     #[arg(long, env = "KEYGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Threads that serve connections, each with its own event loop; 0 serves them on the
+    /// shared runtime [default: one per core].
+    #[arg(long, env = "KEYGATE_SERVE_THREADS")]
+    pub serve_threads: Option<usize>,
     /// Seconds a stopping server waits for in-flight requests [default: 30].
     #[arg(long, env = "KEYGATE_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
@@ -191,6 +195,7 @@ struct FileConfig {
     request_timeout: Option<u64>,
     idle_timeout: Option<u64>,
     max_connections: Option<usize>,
+    serve_threads: Option<usize>,
     shutdown_timeout: Option<u64>,
     audit_retention_days: Option<u32>,
     /// `credits.low` fires below this balance [default: a tenth of the plan's monthly credits].
@@ -544,6 +549,15 @@ impl Common {
                 "{origin}: expected 1 to 1000000 connections, got {n}"
             );
             server.max_connections = n;
+        }
+        if let Some((n, origin)) =
+            pick(self.serve_threads, file.serve_threads, "serve_threads", cfg)
+        {
+            anyhow::ensure!(
+                n <= 1024,
+                "{origin}: expected 0 (the shared runtime) to 1024 serving threads, got {n}"
+            );
+            server.serve_threads = n;
         }
         if let Some((days, origin)) = pick(
             self.audit_retention_days,

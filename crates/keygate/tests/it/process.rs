@@ -154,6 +154,68 @@ async fn sigint_stops_the_server_cleanly_too() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The names of the process's threads that serve connections.
+fn serving_threads(server: &ServeProcess) -> Vec<String> {
+    let tasks = format!("/proc/{}/task", server.child.id());
+    let mut names: Vec<String> = std::fs::read_dir(tasks)
+        .expect("the process's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("keygate-serve"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_served_on_the_configured_serving_threads_or_the_shared_runtime() {
+    for (threads, expected) in [
+        (
+            "3",
+            &["keygate-serve-0", "keygate-serve-1", "keygate-serve-2"][..],
+        ),
+        ("0", &[][..]),
+    ] {
+        let dir = temp_dir("threads");
+        let args = [
+            "--data-dir",
+            dir.to_str().expect("utf8"),
+            "--serve-threads",
+            threads,
+        ];
+        let mut server = serve(&args, &dir.join("log")).await;
+        assert_eq!(
+            serving_threads(&server),
+            expected,
+            "--serve-threads {threads}"
+        );
+        // Many connections at once, each with a few requests: all answered, wherever the
+        // kernel put them.
+        let mut clients = Vec::new();
+        for _ in 0..12 {
+            let base = server.base.clone();
+            clients.push(tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                for _ in 0..5 {
+                    let r = client
+                        .get(format!("{base}/api/v1/auth/me"))
+                        .send()
+                        .await
+                        .expect("answered");
+                    assert_eq!(r.status(), 401);
+                }
+            }));
+        }
+        for client in clients {
+            client.await.expect("client");
+        }
+        signal(&server, "TERM");
+        let status = wait_exit(&mut server, Duration::from_secs(30));
+        assert!(status.success(), "--serve-threads {threads}: {status:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 fn config_check(file: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = bin();
     cmd.args(["config", "check", "--config", file.to_str().expect("utf8")]);
@@ -178,6 +240,7 @@ cors_allowed_origins = ["https://app.example.com"]
 request_timeout = 20
 idle_timeout = 30
 max_connections = 5000
+serve_threads = 3
 shutdown_timeout = 15
 audit_retention_days = 90
 "#,
@@ -195,7 +258,11 @@ audit_retention_days = 90
         "checking starts nothing and creates nothing"
     );
 
-    let cases: [(&str, &[&str]); 6] = [
+    let cases: [(&str, &[&str]); 7] = [
+        (
+            "serve_threads = 5000\n",
+            &["serve_threads", "keygate.toml", "1024"],
+        ),
         (
             "request_timeout = 0\n",
             &["request_timeout", "keygate.toml", "1 to 3600"],
