@@ -211,7 +211,9 @@ pub async fn serve<A: App>(
             drained.clone(),
         );
         match started {
-            Ok((worker, thread)) => {
+            Ok((worker, thread, started)) => {
+                // A thread that ended at once (it cannot have) would drop its connections.
+                let _ = started.await;
                 workers.push(worker);
                 serving.threads.push(thread);
             }
@@ -278,7 +280,7 @@ impl Drop for Counted {
 
 /// Starts serving thread `n`: it serves the connections handed to it until the hand-off
 /// channel closes, drains them, drops `drained`, and keeps its runtime running until
-/// `released`.
+/// `released`. The receiver resolves once the thread runs.
 fn start_thread<A: App>(
     n: usize,
     app: &A,
@@ -287,16 +289,23 @@ fn start_thread<A: App>(
     stopped: &watch::Receiver<bool>,
     mut released: watch::Receiver<bool>,
     drained: tokio::sync::mpsc::Sender<()>,
-) -> anyhow::Result<(Worker, std::thread::JoinHandle<()>)> {
+) -> anyhow::Result<(
+    Worker,
+    std::thread::JoinHandle<()>,
+    tokio::sync::oneshot::Receiver<()>,
+)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("a serving thread's runtime")?;
     let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
     let (app, tls, limits, stopped) = (app.clone(), tls.clone(), limits.clone(), stopped.clone());
+    let (running, started) = tokio::sync::oneshot::channel();
     let thread = std::thread::Builder::new()
         .name(format!("keygate-serve-{n}"))
         .spawn(move || {
+            // Running (and named, which the thread does itself) before the first connection.
+            let _ = running.send(());
             runtime.block_on(async move {
                 let builder = Arc::new(builder());
                 let mut connections = JoinSet::new();
@@ -322,7 +331,7 @@ fn start_thread<A: App>(
         handoff,
         open: Arc::new(AtomicUsize::new(0)),
     };
-    Ok((worker, thread))
+    Ok((worker, thread, started))
 }
 
 /// The next connection, under the cap; `None` once the server stops.
@@ -409,6 +418,8 @@ impl<A: App> ConnectionTask<A> {
 
 /// Waits up to `bound` for the connections to end, then cuts the ones still open.
 async fn drain(mut connections: JoinSet<()>, bound: Duration) {
+    // Those that have ended are still in the set until joined.
+    while connections.try_join_next().is_some() {}
     let open = connections.len();
     if open > 0 {
         tracing::info!(connections = open, "draining connections");

@@ -10,6 +10,8 @@
 use std::fmt::Write as _;
 
 use keygate_server::http::request_id::{self, RequestContext};
+
+use crate::log_writer::REQUEST_LOG_TARGET;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -44,16 +46,60 @@ where
     }
 }
 
+/// The request log's lines, written by keygate-server's frame straight into the log buffer
+/// (see `request_id::AccessLog`): the very bytes its `handled` event at info would have become
+/// through [`Lines`], without tracing's dispatch and formatting layer around them.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLines {
+    pub json: bool,
+}
+
+impl AccessLines {
+    fn line(&self, out: &mut String, request: &RequestContext, status: u16, latency_us: u64) {
+        let level = tracing::Level::INFO;
+        if self.json {
+            json_head(out, &level);
+            let _ = write!(
+                out,
+                "\"message\":\"handled\",\"status\":{status},\"latency_us\":{latency_us}"
+            );
+            json_tail(out, REQUEST_LOG_TARGET, Some(request));
+        } else {
+            text_head(out, &level, REQUEST_LOG_TARGET, Some(request));
+            let _ = write!(out, "handled status={status} latency_us={latency_us}");
+        }
+        out.push('\n');
+    }
+}
+
+impl request_id::AccessLog for AccessLines {
+    fn handled(&self, request: &RequestContext, status: u16, latency_us: u64) {
+        let mut line = String::with_capacity(320);
+        self.line(&mut line, request, status, latency_us);
+        crate::log_writer::append_request_line(line.as_bytes());
+    }
+}
+
 fn json_line(out: &mut String, event: &Event<'_>, request: Option<&RequestContext>) {
     let meta = event.metadata();
+    json_head(out, meta.level());
+    event.record(&mut JsonFields { out, first: true });
+    json_tail(out, meta.target(), request);
+}
+
+/// A JSON line up to its first field.
+fn json_head(out: &mut String, level: &tracing::Level) {
     out.push_str("{\"timestamp\":\"");
     timestamp(out);
     out.push_str("\",\"level\":\"");
-    out.push_str(meta.level().as_str());
+    out.push_str(level.as_str());
     out.push_str("\",\"fields\":{");
-    event.record(&mut JsonFields { out, first: true });
+}
+
+/// A JSON line after its last field: the target and the request.
+fn json_tail(out: &mut String, target: &str, request: Option<&RequestContext>) {
     out.push_str("},\"target\":");
-    json_str(out, meta.target());
+    json_str(out, target);
     if let Some(r) = request {
         out.push_str(",\"span\":{\"request_id\":");
         json_str(out, &r.id);
@@ -70,8 +116,19 @@ fn json_line(out: &mut String, event: &Event<'_>, request: Option<&RequestContex
 
 fn text_line(out: &mut String, event: &Event<'_>, request: Option<&RequestContext>) {
     let meta = event.metadata();
+    text_head(out, meta.level(), meta.target(), request);
+    event.record(&mut TextFields { out, first: true });
+}
+
+/// A text line up to its message.
+fn text_head(
+    out: &mut String,
+    level: &tracing::Level,
+    target: &str,
+    request: Option<&RequestContext>,
+) {
     timestamp(out);
-    let _ = write!(out, " {:>5} {}: ", meta.level().as_str(), meta.target());
+    let _ = write!(out, " {:>5} {}: ", level.as_str(), target);
     if let Some(r) = request {
         let _ = write!(
             out,
@@ -79,29 +136,57 @@ fn text_line(out: &mut String, event: &Event<'_>, request: Option<&RequestContex
             r.id, r.client.addr, r.method, r.path
         );
     }
-    event.record(&mut TextFields { out, first: true });
 }
 
-/// RFC 3339 in UTC with microseconds, as `2026-11-24T13:03:04.123456Z`.
+/// RFC 3339 in UTC with microseconds, as `2026-11-24T13:03:04.123456Z`. The text up to the
+/// second is made once a second per thread.
 fn timestamp(out: &mut String) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
     let t = time::OffsetDateTime::now_utc();
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    );
+    let unix = t.unix_timestamp();
+    SECOND.with_borrow_mut(|(at, text)| {
+        if *at != unix {
+            *at = unix;
+            text.clear();
+            let _ = write!(
+                text,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+        }
+        out.push_str(text);
+    });
+    let _ = write!(out, ".{:06}Z", t.microsecond());
 }
 
 /// A JSON string literal: quotes, backslashes and control characters escaped. Runs that need
 /// no escaping (nearly every string) are copied whole.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
+    json_escape(out, s);
+    out.push('"');
+}
+
+/// Formats into a JSON string's inside (the quotes are the caller's).
+struct JsonEscaped<'a>(&'a mut String);
+
+impl std::fmt::Write for JsonEscaped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        json_escape(self.0, s);
+        Ok(())
+    }
+}
+
+/// `s` escaped for the inside of a JSON string.
+fn json_escape(out: &mut String, s: &str) {
     let mut clean = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape = match b {
@@ -123,7 +208,6 @@ fn json_str(out: &mut String, s: &str) {
         clean = i + 1;
     }
     out.push_str(&s[clean..]);
-    out.push('"');
 }
 
 struct JsonFields<'a> {
@@ -150,7 +234,9 @@ impl Visit for JsonFields<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         self.key(field);
-        json_str(self.out, &format!("{value:?}"));
+        self.out.push('"');
+        let _ = write!(JsonEscaped(self.out), "{value:?}");
+        self.out.push('"');
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -281,6 +367,63 @@ mod tests {
             assert_eq!(back, text, "{out}");
             assert!(!out[1..out.len() - 1].contains(|c: char| c < ' '), "{out}");
         }
+    }
+
+    #[test]
+    fn a_request_line_written_straight_is_the_line_its_event_makes() {
+        use keygate_server::http::client::ClientInfo;
+        let request = std::sync::Arc::new(RequestContext::new(
+            "req_0123".into(),
+            "10.0.0.1".parse().expect("ip"),
+            ClientInfo {
+                addr: "203.0.113.9".parse().expect("ip"),
+                secure: false,
+            },
+            axum_http::Method::POST,
+            "/api/v1/keys/\"verify\"",
+        ));
+        for json in [true, false] {
+            let event = capture(json, || request_id::handled_event(&request, 204, 1234));
+            let mut direct = String::new();
+            AccessLines { json }.line(&mut direct, &request, 204, 1234);
+            // The same bytes but for the time they were written.
+            let untimed = |line: &str| {
+                let at = if json {
+                    line.find("\",\"level\"").expect("level")
+                } else {
+                    line.find(' ').expect("space")
+                };
+                line[at..].to_owned()
+            };
+            assert_eq!(untimed(&direct), untimed(&event), "json: {json}");
+            assert!(direct.ends_with('\n') && direct.matches('\n').count() == 1);
+            if json {
+                let v: serde_json::Value = serde_json::from_str(&direct).expect("JSON");
+                assert_eq!(v["fields"]["status"], 204);
+                assert_eq!(v["span"]["path"], "/api/v1/keys/\"verify\"");
+                assert_eq!(v["target"], REQUEST_LOG_TARGET);
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds_and_follow_the_clock() {
+        let mut first = String::new();
+        timestamp(&mut first);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let mut second = String::new();
+        timestamp(&mut second);
+        let parse = |t: &str| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .expect("RFC 3339")
+        };
+        assert_eq!(first.len(), "2026-11-24T13:03:04.123456Z".len(), "{first}");
+        let elapsed = parse(&second) - parse(&first);
+        assert!(
+            elapsed >= time::Duration::milliseconds(1100),
+            "{first} {second}"
+        );
+        assert!(elapsed < time::Duration::seconds(5), "{first} {second}");
     }
 
     #[test]

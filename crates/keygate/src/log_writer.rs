@@ -1,8 +1,8 @@
 //! Where log lines go: standard error, with the request log batched.
 //!
 //! One line per request is the busiest thing Keygate writes. Writing each with its own system
-//! call costs more than a gateway's whole authentication, so request lines (the request
-//! middleware's `handled` events at info) collect in a buffer that is written out every
+//! call costs more than a gateway's whole authentication, so request lines (written straight
+//! here by `log_format::AccessLines`, or the `handled` events at info) collect in a buffer that is written out every
 //! [`FLUSH_EVERY`], or sooner once [`FLUSH_AT`] bytes are waiting. Every other line (start-up,
 //! warnings, errors) is written at once, after whatever request lines are waiting, so the order
 //! of the lines is always the order of the events. The buffer is flushed when the process exits
@@ -19,8 +19,8 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 pub const FLUSH_AT: usize = 64 * 1024;
 
-/// The request log's target: the module of the request middleware in keygate-server.
-const REQUEST_LOG_TARGET: &str = "keygate_server::http::request_id";
+/// The request log's target: the module of the request log in keygate-server.
+pub const REQUEST_LOG_TARGET: &str = "keygate_server::http::request_id";
 
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// Held while lines are written out. Taken before `PENDING` is let go, so buffers are written in
@@ -43,6 +43,15 @@ fn write_out(mut pending: std::sync::MutexGuard<'_, Vec<u8>>) {
     // A failed write to stderr has nowhere to be reported; the lines are dropped rather than
     // kept growing.
     let _ = std::io::stderr().lock().write_all(&lines);
+}
+
+/// Adds a request log line (see `log_format::AccessLines`) to the batch.
+pub fn append_request_line(line: &[u8]) {
+    let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    pending.extend_from_slice(line);
+    if pending.len() >= FLUSH_AT {
+        write_out(pending);
+    }
 }
 
 /// The `MakeWriter` for the fmt layer. Starts the flushing thread and the panic hook once.
@@ -75,25 +84,20 @@ pub struct LineWriter {
 }
 
 impl Write for LineWriter {
+    /// The fmt layer formats a whole line, then writes it with one `write_all`, which is one
+    /// call here (all of it is taken): the line goes to the batch, and is written out at once
+    /// unless it is a request line and the batch is small.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        PENDING
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
+        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+        pending.extend_from_slice(buf);
+        if !self.batched || pending.len() >= FLUSH_AT {
+            write_out(pending);
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-impl Drop for LineWriter {
-    fn drop(&mut self) {
-        let pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.batched || pending.len() >= FLUSH_AT {
-            write_out(pending);
-        }
     }
 }
 

@@ -156,6 +156,7 @@ fn init_logging(format: LogFormat, default_level: &str) {
         .with_writer(log_writer::StderrBatched::new())
         .event_format(log_format::Lines { json })
         .init();
+    keygate_server::http::request_id::set_access_log(Box::new(log_format::AccessLines { json }));
 }
 
 /// Clap names the flag of a value it cannot parse; the value may have come from the
