@@ -8,6 +8,7 @@
 //! Hot path, all of it: the same cached authentication as the API, one limiter check, no
 //! database write unless the route has a credit cost.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -173,6 +174,9 @@ const IDENTITY_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-keygate-key-id"),
     HeaderName::from_static("x-keygate-scope"),
 ];
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// RFC 9110 §7.6.1: hop-by-hop fields, plus any the Connection header names.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -221,7 +225,8 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
     ) {
         return Err(refusal);
     }
-    let (peer, client) = match request_id::context() {
+    let context = request_id::context();
+    let (peer, client) = match &context {
         Some(c) => (c.peer, c.client.addr),
         None => (IpAddr::from([0, 0, 0, 0]), IpAddr::from([0, 0, 0, 0])),
     };
@@ -233,7 +238,7 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
     who.require(needed)?;
     let idem = parts
         .headers
-        .get("idempotency-key")
+        .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     charge(
@@ -245,41 +250,48 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
     )
     .await?;
     // The upstream sees the chain as it reached us, plus our TCP peer, as any proxy adds it.
-    let forwarded_for = match parts
+    let mut forwarded_for = String::with_capacity(48);
+    if let Some(prior) = parts
         .headers
-        .get("x-forwarded-for")
+        .get(X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer.to_string(),
-    };
+        forwarded_for.push_str(prior);
+        forwarded_for.push_str(", ");
+    }
+    let _ = write!(forwarded_for, "{peer}");
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, &[&CREDENTIAL_HEADERS, &IDENTITY_HEADERS]);
-    let mut set = |name: &'static str, value: &str| {
+    let [account_id, key_id, scope] = IDENTITY_HEADERS;
+    let mut set = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);
         }
     };
     if let Some(a) = &who.account_id {
-        set("x-keygate-account-id", a.as_str());
+        set(account_id, a.as_str());
     }
     if let Some(k) = who.key_id() {
-        set("x-keygate-key-id", k.as_str());
+        set(key_id, k.as_str());
     }
-    set("x-keygate-scope", who.scope.as_str());
-    set("x-forwarded-for", &forwarded_for);
-    if let Some(id) = request_id::current() {
-        set("x-request-id", &id);
+    set(scope, who.scope.as_str());
+    set(X_FORWARDED_FOR, &forwarded_for);
+    if let Some(c) = &context {
+        set(X_REQUEST_ID, &c.id);
     }
 
     let upstream = &gw.config.upstream;
     let base_path = upstream.path().trim_end_matches('/');
-    let path_and_query: PathAndQuery = match parts.uri.query() {
-        Some(q) => format!("{base_path}{path}?{q}"),
-        None => format!("{base_path}{path}"),
-    }
-    .parse()
-    .map_err(|_| ApiError::invalid("the request path is malformed"))?;
+    let path_and_query: PathAndQuery = match parts.uri.path_and_query() {
+        // Nothing to put in front: the request's own, as it came.
+        Some(own) if base_path.is_empty() && own.as_str().starts_with('/') => own.clone(),
+        _ => match parts.uri.query() {
+            Some(q) => format!("{base_path}{path}?{q}"),
+            None => format!("{base_path}{path}"),
+        }
+        .parse()
+        .map_err(|_| ApiError::invalid("the request path is malformed"))?,
+    };
     let client_version = parts.version;
     parts.version = axum::http::Version::HTTP_11;
     if let Some(host) = &gw.host {

@@ -641,3 +641,35 @@ async fn with_redis_a_key_revoked_on_one_process_is_refused_by_another_and_by_a_
     drop((a, b));
     keygate_store_sql::testing::drop_postgres_database(&pg, &db).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_with_a_base_path_gets_it_in_front_of_every_path() {
+    let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let (up, _) = start_upstream().await;
+    let plain = start_gateway(&srv, &up, |_| {}).await;
+    let based = start_gateway(&srv, &format!("{up}/v2/"), |_| {}).await;
+    let acme = srv.account("Acme").await;
+    let c = reqwest::Client::new();
+    for (gw, path, seen) in [
+        (
+            &plain,
+            "/api/posts?page=2&q=a%20b",
+            "/api/posts?page=2&q=a%20b",
+        ),
+        (&plain, "/", "/"),
+        (&based, "/api/posts?page=2", "/v2/api/posts?page=2"),
+        (&based, "/api/posts", "/v2/api/posts"),
+        (&based, "/", "/v2/"),
+    ] {
+        let r = call(
+            &c,
+            Method::GET,
+            &format!("{gw}{path}"),
+            Some(&acme.key),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.header("x-upstream-path"), Some(seen), "{path}");
+    }
+}
