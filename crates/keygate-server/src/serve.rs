@@ -226,32 +226,53 @@ pub async fn serve<A: App>(
     }
     drop((drained, released));
     let mut turn = 0;
+    let mut result = Ok(());
     while let Some((stream, peer, permit)) = next(&listener, &permits, &stopped).await {
-        // To the thread with the fewest connections; among equals, in turn.
-        turn = (turn + 1) % workers.len();
-        let worker = (0..workers.len())
-            .map(|i| &workers[(turn + i) % workers.len()])
-            .min_by_key(|w| w.open.load(Ordering::Relaxed))
-            .expect("at least one serving thread");
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        let counted = Counted(worker.open.clone());
-        match stream.into_std() {
-            Ok(stream) => {
-                // A thread that is gone (it panicked) drops the connection; the others go on.
-                let _ = worker.handoff.send(Handoff {
-                    stream,
-                    peer,
-                    hold: (permit, counted),
-                });
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(%peer, error = %err, "handing a connection over failed");
+                continue;
             }
-            Err(err) => tracing::warn!(%peer, error = %err, "handing a connection over failed"),
+        };
+        let mut handoff = (stream, permit);
+        while !workers.is_empty() {
+            // To the thread with the fewest connections; among equals, in turn.
+            turn = (turn + 1) % workers.len();
+            let chosen = (0..workers.len())
+                .map(|i| (turn + i) % workers.len())
+                .min_by_key(|&i| workers[i].open.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            let worker = &workers[chosen];
+            worker.open.fetch_add(1, Ordering::Relaxed);
+            let counted = Counted(worker.open.clone());
+            let (stream, permit) = handoff;
+            let sent = worker.handoff.send(Handoff {
+                stream,
+                peer,
+                hold: (permit, counted),
+            });
+            match sent {
+                Ok(()) => break,
+                Err(tokio::sync::mpsc::error::SendError(back)) => {
+                    // The thread has ended (it cannot, short of a bug that panicked its event
+                    // loop): the others take its share from now on.
+                    tracing::error!("a serving thread has ended; the others serve its share");
+                    workers.swap_remove(chosen);
+                    handoff = (back.stream, back.hold.0);
+                }
+            }
+        }
+        if workers.is_empty() {
+            result = Err(anyhow::anyhow!("every serving thread has ended"));
+            break;
         }
     }
     drop(listener);
     // Closing the hand-off channels tells each thread to drain.
     drop(workers);
     let _ = all_drained.recv().await;
-    Ok(serving)
+    result.map(|()| serving)
 }
 
 /// A serving thread as the acceptor sees it.
