@@ -83,23 +83,8 @@ impl UsageRecorder {
         // In key order, so that each transaction covers a run of neighbouring keys: their rows
         // share pages (the stores' usage tables are keyed by key id, and key ids grow with
         // time), and a transaction writes each page it touched once. Chunks of keys in hash
-        // order would each touch a page per row, a thousand pages where a dozen do. Sorted on a
-        // blocking thread: with hundreds of thousands of keys the sort takes tens of
-        // milliseconds, which a runtime thread would take from the requests queued on it.
-        let sorted = tokio::task::spawn_blocking(move || {
-            let mut drained: Vec<((KeyHash, i32), Pending)> = drained.into_iter().collect();
-            drained.sort_unstable_by(|(a_slot, a), (b_slot, b)| {
-                (a.key_id.as_str(), a_slot.1).cmp(&(b.key_id.as_str(), b_slot.1))
-            });
-            drained
-        })
-        .await;
-        let drained = match sorted {
-            Ok(drained) => drained,
-            // A sort does not fail: joining fails only when the runtime is shutting down, and
-            // the last flush runs before it does.
-            Err(err) => return Err(anyhow::anyhow!("sorting the usage to write failed: {err}")),
-        };
+        // order would each touch a page per row, a thousand pages where a dozen do.
+        let drained = sort_in_background(drained).await?;
         let mut written = 0;
         let mut rest = drained.into_iter().peekable();
         while rest.peek().is_some() {
@@ -138,4 +123,43 @@ impl UsageRecorder {
                 .or_insert(p);
         }
     }
+}
+
+/// What a flush writes, in key order.
+type Sorted = Vec<((KeyHash, i32), Pending)>;
+
+fn sort(drained: HashMap<(KeyHash, i32), Pending>) -> Sorted {
+    let mut sorted: Sorted = drained.into_iter().collect();
+    sorted.sort_unstable_by(|(a_slot, a), (b_slot, b)| {
+        (a.key_id.as_str(), a_slot.1).cmp(&(b.key_id.as_str(), b_slot.1))
+    });
+    sorted
+}
+
+/// Sorts on a thread of its own at a lower CPU priority (nice 10, as the SQLite usage writer):
+/// with hundreds of thousands of keys the sort takes a good part of a second of CPU, which on a
+/// loaded machine would otherwise be taken from the serving threads at their own priority (it
+/// showed in the verify p99 with 1,000,000 keys). If the thread cannot be started, the sort
+/// runs here: what was counted is never dropped.
+async fn sort_in_background(drained: HashMap<(KeyHash, i32), Pending>) -> anyhow::Result<Sorted> {
+    let (give, take) = std::sync::mpsc::channel::<HashMap<(KeyHash, i32), Pending>>();
+    let (done, sorted) = tokio::sync::oneshot::channel();
+    let started = std::thread::Builder::new()
+        .name("keygate-usage-sort".into())
+        .spawn(move || {
+            keygate_store_sql::lower_thread_priority();
+            if let Ok(drained) = take.recv() {
+                let _ = done.send(sort(drained));
+            }
+        });
+    if started.is_err() {
+        return Ok(sort(drained));
+    }
+    if let Err(std::sync::mpsc::SendError(drained)) = give.send(drained) {
+        return Ok(sort(drained));
+    }
+    // Only a panic in the sort itself fails here (the map went with it).
+    sorted
+        .await
+        .map_err(|_| anyhow::anyhow!("sorting the usage to write failed"))
 }

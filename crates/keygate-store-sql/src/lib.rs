@@ -56,12 +56,12 @@ pub(crate) fn map_err(err: sqlx::Error) -> StoreError {
 /// Lowers the calling thread's CPU priority to nice 10 (Linux, where the nice value is per
 /// thread and inherited by the threads it starts); elsewhere it does nothing. Best effort: a
 /// refusal leaves the priority as it was.
-pub(crate) fn lower_thread_priority() {
+pub fn lower_thread_priority() {
     #[cfg(target_os = "linux")]
     {
         // `None`: the calling thread, on Linux.
         if let Err(err) = rustix::process::setpriority_process(None, 10) {
-            tracing::debug!(error = %err, "could not lower the usage writer's priority");
+            tracing::debug!(error = %err, "could not lower a background thread's priority");
         }
     }
 }
