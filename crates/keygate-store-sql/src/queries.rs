@@ -816,36 +816,22 @@ macro_rules! sql_store {
                     q.push(" ON CONFLICT (key_id, day) DO UPDATE SET requests = usage_daily.requests + excluded.requests");
                     q.build().execute(&mut *tx).await.map_err(map_err)?;
                 }
+                // last_used_at only moves forward, and is kept to about a minute
+                // (LAST_USE_PRECISION): a key whose stored time is less than that before the
+                // batch's is not rewritten, or a busy deployment would rewrite every key row it
+                // saw at every flush. One join against a list of (id, time) pairs, in id order:
+                // each row is found by its key, where a CASE with a branch per key compared
+                // every row against every branch (a quarter of a large flush's CPU).
+                let precision_ms = keygate_store::LAST_USE_PRECISION.whole_milliseconds() as i64;
                 for chunk in last_used.chunks(ROWS_PER_STATEMENT) {
-                    // last_used_at only moves forward: each key's new value is the later of the
-                    // stored one and the batch's. It is kept to about a minute
-                    // (LAST_USE_PRECISION): a key whose stored time is more recent than that
-                    // before the chunk's earliest time is not rewritten. Without this, a busy
-                    // deployment would rewrite every key row it saw at every flush.
-                    let threshold = chunk
-                        .iter()
-                        .map(|(_, at)| to_ms(*at))
-                        .min()
-                        .unwrap_or(i64::MAX)
-                        .saturating_sub(keygate_store::LAST_USE_PRECISION.whole_milliseconds() as i64);
-                    let mut q = sqlx::QueryBuilder::<$Db>::new("UPDATE api_keys SET last_used_at = CASE");
-                    for (key_id, at) in chunk {
-                        let at = to_ms(*at);
-                        q.push(" WHEN id = ")
-                            .push_bind(key_id.to_string())
-                            .push(" THEN (CASE WHEN last_used_at IS NULL OR last_used_at < ")
-                            .push_bind(at)
-                            .push(" THEN ")
-                            .push_bind(at)
-                            .push(" ELSE last_used_at END)");
-                    }
-                    q.push(" ELSE last_used_at END WHERE id IN (");
-                    let mut ids = q.separated(", ");
-                    for (key_id, _) in chunk {
-                        ids.push_bind(key_id.to_string());
-                    }
-                    q.push(") AND (last_used_at IS NULL OR last_used_at < ")
-                        .push_bind(threshold)
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "UPDATE api_keys SET last_used_at = seen.column2 FROM (",
+                    );
+                    q.push_values(chunk, |mut row, (key_id, at)| {
+                        row.push_bind(key_id.to_string()).push_bind(to_ms(*at));
+                    });
+                    q.push(") AS seen WHERE api_keys.id = seen.column1 AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < seen.column2 - ")
+                        .push_bind(precision_ms)
                         .push(")");
                     q.build().execute(&mut *tx).await.map_err(map_err)?;
                 }

@@ -113,7 +113,9 @@ impl<I: Inner> Service<Request> for Frame<I> {
         let context = Arc::new(begin(&req, &self.config.trusted_proxies));
         let surface = self.config.surface;
         let started = Instant::now();
-        let inner = self.inner.call(req);
+        // Boxed on its own: the handler's future is large (every await it may reach), and the
+        // wrappers below would otherwise copy it whole each time one of them takes it in.
+        let inner = Box::pin(self.inner.call(req));
         Box::pin(async move {
             let outcome = request_id::CURRENT
                 .scope(context.clone(), catch_panic(inner))
