@@ -300,8 +300,8 @@ async fn flush_usage(state: AppState, mut stopped: watch::Receiver<bool>) {
             _ = stopped.wait_for(|s| *s) => break,
         }
         // Paced: a flush of many keys is spread over part of the period rather than done in
-        // one burst next to the requests (a million keys: 2,000 chunks, ~15 s with the pauses).
-        let pause = Duration::from_millis(5);
+        // one burst next to the requests.
+        let pause = Duration::from_millis(2);
         if let Err(err) = state.usage.flush_paced(state.store.as_ref(), pause).await {
             tracing::warn!(error = %format!("{err:#}"), "usage flush failed; will retry");
         }

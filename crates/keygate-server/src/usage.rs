@@ -10,11 +10,8 @@ use keygate_core::{AccountId, KeyHash, KeyId};
 use keygate_store::{Store, UsageIncrement};
 use time::OffsetDateTime;
 
-/// Rows per usage transaction in a paced flush. Each transaction costs a few round trips to the
-/// database (and, with SQLite, wake-ups of its worker thread) whatever its size: 500 rows took
-/// a quarter less of the runtime's CPU per flush than 200, for a write lock held ~2 ms at a time
-/// instead of ~1 (the pause between chunks grew with it, so the lock is free as often).
-pub const FLUSH_CHUNK: usize = 500;
+/// Rows per usage transaction in a paced flush.
+pub const FLUSH_CHUNK: usize = 200;
 
 #[derive(Default)]
 pub struct UsageRecorder {

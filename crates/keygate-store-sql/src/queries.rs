@@ -799,9 +799,8 @@ macro_rules! sql_store {
                     let at = last_used.entry(u.key_id.as_str()).or_insert(u.last_used_at);
                     *at = (*at).max(u.last_used_at);
                 }
-                // Many rows per statement: a flush of 20,000 keys is 80 statements, not 40,000
-                // (at most 2,000 parameters each: far below SQLite's and PostgreSQL's limits).
-                const ROWS_PER_STATEMENT: usize = 500;
+                // Many rows per statement: a flush of 20,000 keys is 200 statements, not 40,000.
+                const ROWS_PER_STATEMENT: usize = 200;
                 let requests: Vec<_> = requests.into_iter().collect();
                 let last_used: Vec<_> = last_used.into_iter().collect();
                 let mut conn = self.usage_connection().await?;
