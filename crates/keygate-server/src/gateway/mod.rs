@@ -23,10 +23,14 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use keygate_core::Scope;
+use tokio::net::TcpStream;
 
+use axum::body::HttpBody as _;
 use tower::ServiceExt;
+
+mod upstream;
 
 use crate::http::auth::authenticate;
 use crate::http::client::{Connection, ConnectionLocal};
@@ -35,6 +39,7 @@ use crate::http::request_id;
 use crate::http::ApiError;
 use crate::ratelimit::{apply_limits, charge};
 use crate::state::AppState;
+pub(crate) use upstream::Upstream;
 
 /// Which scope (and credit cost) the calls under a path prefix need.
 #[derive(Clone, Debug, PartialEq)]
@@ -177,14 +182,14 @@ const IDENTITY_HEADERS: [HeaderName; 3] = [
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// RFC 9110 §7.6.1: hop-by-hop fields, plus any the Connection header names.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// RFC 9110 §7.6.1: hop-by-hop fields, plus any the Connection header names. (`Trailer` is
+/// not one: it tells the client which trailer fields to expect, and hyper sends only those.)
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
@@ -308,8 +313,7 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
         Some(local) => {
             // Origin-form: the connection already knows where it goes.
             parts.uri = Uri::from(path_and_query);
-            let request = hyper::Request::from_parts(parts, body);
-            tokio::time::timeout(gw.config.timeout, send_on_own(gw, &local, request)).await
+            tokio::time::timeout(gw.config.timeout, send_on_own(gw, &local, parts, body)).await
         }
         None => {
             let mut target = upstream.clone().into_parts();
@@ -318,12 +322,14 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
                 .map_err(|_| ApiError::invalid("the request path is malformed"))?;
             let request = hyper::Request::from_parts(parts, body);
             tokio::time::timeout(gw.config.timeout, async {
-                gw.client.request(request).await.map_err(BoxError::from)
+                let answer = gw.client.request(request).await?;
+                let (parts, body) = answer.into_parts();
+                Ok((parts, Body::new(body)))
             })
             .await
         }
     };
-    let answer = match sent {
+    let (mut parts, body) = match sent {
         Err(_) => return Err(ApiError::GatewayTimeout),
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "upstream request failed");
@@ -331,46 +337,71 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
         }
         Ok(Ok(answer)) => answer,
     };
-    let (mut parts, body) = answer.into_parts();
     strip_hop_by_hop(&mut parts.headers, &[]);
     // The client's connection, not the upstream's, decides the version we answer in.
     parts.version = client_version;
-    Ok(Response::from_parts(parts, Body::new(body)))
+    Ok(Response::from_parts(parts, body))
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The upstream connection kept for one client connection (see `ConnectionLocal`).
-pub(crate) type Upstream = hyper::client::conn::http1::SendRequest<Body>;
-
-/// Sends `request` on the client connection's own upstream connection, opening it on the first
-/// request. The kept connection may have been closed by the upstream meanwhile: then, or when
-/// the connection refused the request before sending any of it, a new one is opened, once.
+/// Sends the request on the client connection's own upstream connection (see
+/// `ConnectionLocal`), opening it on the first request. A request without a body, the common
+/// case, goes by the gateway's own client (`upstream`), inside this task; one with a body by
+/// hyper's client, which can send the body while the answer already comes back.
 async fn send_on_own(
     gw: &Gateway,
-    local: &ConnectionLocal,
-    request: hyper::Request<Body>,
-) -> Result<hyper::Response<Incoming>, BoxError> {
-    let mut kept = local
+    local: &Arc<ConnectionLocal>,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Result<(axum::http::response::Parts, Body), BoxError> {
+    let kept = local
         .upstream
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take();
+    let sender = match kept {
+        Some(Upstream::Hyper(sender)) => Some(sender),
+        Some(Upstream::Raw(conn)) if body.is_end_stream() => {
+            return upstream::exchange(gw, local, Some(conn), &parts).await
+        }
+        None if body.is_end_stream() => return upstream::exchange(gw, local, None, &parts).await,
+        // The idle connection goes on under hyper's client, with nothing left unread.
+        Some(Upstream::Raw(conn)) => Some(handshake(conn.into_io()).await?),
+        None => None,
+    };
+    let answer =
+        send_with_hyper(gw, local, sender, hyper::Request::from_parts(parts, body)).await?;
+    let (parts, body) = answer.into_parts();
+    Ok((parts, Body::new(body)))
+}
+
+/// Sends `request` over hyper's client on `kept`, or on a new connection when there is none.
+/// The kept connection may have been closed by the upstream meanwhile: then, or when the
+/// connection refused the request before sending any of it, a new one is opened, once.
+async fn send_with_hyper(
+    gw: &Gateway,
+    local: &ConnectionLocal,
+    kept: Option<HyperSender>,
+    request: hyper::Request<Body>,
+) -> Result<hyper::Response<Incoming>, BoxError> {
+    let mut kept = kept;
     let mut request = request;
     let mut retried = false;
     loop {
         let mut sender = match kept.take() {
             Some(mut sender) => match sender.ready().await {
                 Ok(()) => sender,
-                Err(_) => open_upstream(gw).await?,
+                Err(_) => handshake(connect(gw).await?).await?,
             },
-            None => open_upstream(gw).await?,
+            None => handshake(connect(gw).await?).await?,
         };
         match sender.try_send_request(request).await {
             Ok(answer) => {
                 // Kept while the body streams: the client's next request, which waits for it
                 // to end, waits for the connection to be ready again.
-                *local.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+                *local.upstream.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Upstream::Hyper(sender));
                 return Ok(answer);
             }
             Err(mut err) => match err.take_message() {
@@ -384,15 +415,22 @@ async fn send_on_own(
     }
 }
 
-/// A new HTTP/1.1 connection to the upstream, driven by a task of its own until the client
-/// connection that keeps it closes.
-async fn open_upstream(gw: &Gateway) -> Result<Upstream, BoxError> {
+type HyperSender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// A new TCP connection to the upstream.
+async fn connect(gw: &Gateway) -> Result<TcpStream, BoxError> {
     let io = gw
         .connector
         .clone()
         .oneshot(gw.config.upstream.clone())
         .await?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    Ok(io.into_inner())
+}
+
+/// hyper's HTTP/1.1 client on `io`, driven by a task of its own until the client connection
+/// that keeps it closes.
+async fn handshake(io: TcpStream) -> Result<HyperSender, BoxError> {
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "upstream connection ended");

@@ -673,3 +673,234 @@ async fn an_upstream_with_a_base_path_gets_it_in_front_of_every_path() {
         assert_eq!(r.header("x-upstream-path"), Some(seen), "{path}");
     }
 }
+
+/// A hand-written HTTP/1.1 upstream that answers each request by its path, in the ways a real
+/// upstream may: chunked with trailers, written in pieces; a 1xx before the answer; 204 and 304;
+/// a body that ends with the connection; HTTP/1.0; an idle connection closed without notice; a
+/// cut body; garbage. It counts the connections it accepts.
+async fn scripted_upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let mut line = head.split(' ');
+                    let (method, path) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
+                    let pieces: Vec<&[u8]> = match (method, path) {
+                        (_, "/chunked") => vec![
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n5\r\nhel",
+                            b"lo\r\n6;ext=1\r\n world\r",
+                            b"\n0\r\nx-checksum: 11\r\n\r\n",
+                        ],
+                        (_, "/early-hints") => vec![
+                            b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n",
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
+                        ],
+                        (_, "/no-content") => vec![b"HTTP/1.1 204 No Content\r\n\r\n"],
+                        (_, "/not-modified") => {
+                            vec![b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\n\r\n"]
+                        }
+                        ("HEAD", "/head") => {
+                            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"]
+                        }
+                        (_, "/until-close") => vec![b"HTTP/1.1 200 OK\r\n\r\nall of ", b"it"],
+                        (_, "/http10") => vec![b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+                        (_, "/idle-close") => {
+                            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nbye."]
+                        }
+                        (_, "/cut") => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort"],
+                        _ => vec![b"NOT HTTP AT ALL\r\n\r\n"],
+                    };
+                    for piece in pieces {
+                        if stream.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let ends = ["/until-close", "/http10", "/cut", "/garbage"];
+                    if path == "/idle-close" {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    if ends.contains(&path) || path == "/idle-close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+/// One client connection to the gateway, by hyper's HTTP/1.1 client: its requests go one after
+/// the other on it, so the upstream connections the gateway opens for it can be counted.
+struct OneConnection {
+    sender: hyper::client::conn::http1::SendRequest<String>,
+    key: String,
+}
+
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Result<Bytes, String>,
+    trailers: Option<HeaderMap>,
+}
+
+impl OneConnection {
+    async fn open(gateway: &str, key: &str) -> Self {
+        let io = tokio::net::TcpStream::connect(gateway.trim_start_matches("http://"))
+            .await
+            .expect("connect");
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        OneConnection {
+            sender,
+            key: key.to_owned(),
+        }
+    }
+
+    async fn send(&mut self, method: &str, path: &str) -> Answer {
+        use http_body_util::BodyExt;
+        self.sender.ready().await.expect("the connection is open");
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "gateway")
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("te", "trailers")
+            .body(String::new())
+            .expect("request");
+        let res = self.sender.send_request(req).await.expect("an answer");
+        let (parts, body) = res.into_parts();
+        let (body, trailers) = match body.collect().await {
+            Ok(c) => {
+                let trailers = c.trailers().cloned();
+                (Ok(c.to_bytes()), trailers)
+            }
+            Err(e) => (Err(e.to_string()), None),
+        };
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+            trailers,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_an_upstream_may_frame_its_answer_reaches_the_client_intact() {
+    use std::sync::atomic::Ordering;
+    let srv = TestServer::start(Backend::Sqlite).await.expect("sqlite");
+    let acme = srv.account("Acme").await;
+    let (up, accepted) = scripted_upstream().await;
+    let gw = start_gateway(&srv, &up, |_| {}).await;
+    let mut client = OneConnection::open(&gw, &acme.key).await;
+
+    let a = client.send("GET", "/chunked").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body.as_deref(), Ok(&b"hello world"[..]));
+    assert!(a
+        .headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v == "chunked"));
+    assert_eq!(
+        a.trailers.as_ref().and_then(|t| t.get("x-checksum")),
+        Some(&axum::http::HeaderValue::from_static("11")),
+        "trailers are passed on"
+    );
+    assert!(a.headers.contains_key("x-ratelimit-limit"));
+
+    let a = client.send("GET", "/early-hints").await;
+    assert_eq!(a.status, 200, "the 1xx is skipped");
+    assert_eq!(a.body.as_deref(), Ok(&b"final"[..]));
+    assert!(!a.headers.contains_key("link"));
+
+    let a = client.send("GET", "/no-content").await;
+    assert_eq!(a.status, 204);
+    assert_eq!(a.body.as_deref(), Ok(&b""[..]));
+    let a = client.send("GET", "/not-modified").await;
+    assert_eq!(a.status, 304);
+    assert_eq!(a.headers["etag"], "\"v1\"");
+    let a = client.send("HEAD", "/head").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["content-length"], "1234", "HEAD keeps the length");
+    assert_eq!(a.body.as_deref(), Ok(&b""[..]));
+    let a = client.send("GET", "/chunked").await;
+    assert_eq!(a.body.as_deref(), Ok(&b"hello world"[..]));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "all of these answers left the upstream connection usable, and it was used again"
+    );
+
+    // Closed by the upstream while idle, without a word: noticed, and a new one opened.
+    let a = client.send("GET", "/idle-close").await;
+    assert_eq!(a.body.as_deref(), Ok(&b"bye."[..]));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let a = client.send("GET", "/chunked").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body.as_deref(), Ok(&b"hello world"[..]));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    // A body that ends with the connection, and an HTTP/1.0 answer: passed on whole, and the
+    // connection is not used again.
+    let a = client.send("GET", "/until-close").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body.as_deref(), Ok(&b"all of it"[..]));
+    let a = client.send("GET", "/http10").await;
+    assert_eq!(a.body.as_deref(), Ok(&b"ok"[..]));
+    let a = client.send("GET", "/chunked").await;
+    assert_eq!(a.body.as_deref(), Ok(&b"hello world"[..]));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        4,
+        "the second connection carried the body that ended with it, a third the HTTP/1.0 answer"
+    );
+
+    // Garbage is a 502 with the error body; a cut body cuts the client's answer short rather
+    // than pass it off as whole.
+    let c = reqwest::Client::new();
+    let r = call(
+        &c,
+        Method::GET,
+        &format!("{gw}/garbage"),
+        Some(&acme.key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.error_code(), "bad_gateway");
+    let a = OneConnection::open(&gw, &acme.key)
+        .await
+        .send("GET", "/cut")
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["content-length"], "100");
+    assert!(
+        a.body.is_err(),
+        "the client sees the answer cut: {:?}",
+        a.body
+    );
+}
