@@ -288,8 +288,42 @@ impl Background {
     }
 }
 
-/// Writes batched usage every `usage_flush_interval`, and a last time on shutdown.
-async fn flush_usage(state: AppState, mut stopped: watch::Receiver<bool>) {
+/// Writes batched usage every `usage_flush_interval`, and a last time on shutdown, from a thread
+/// of its own at a lower CPU priority (nice 10) with a runtime of its own. A flush of many keys
+/// is a good part of a second of CPU (building statements, handing them to the database, the
+/// paced chunks' wake-ups); on the shared runtime, at the serving threads' priority, a loaded
+/// machine felt it in the requests' p99. Niced, it takes the CPU they leave. The stores give
+/// the flush a database connection of its own, so no connection it opens carries requests. If
+/// the thread cannot be started or its runtime fails, the flush runs here: usage is never
+/// left unwritten.
+async fn flush_usage(state: AppState, stopped: watch::Receiver<bool>) {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let (moved_state, moved_stopped) = (state.clone(), stopped.clone());
+    let started = std::thread::Builder::new()
+        .name("keygate-usage".into())
+        .spawn(move || {
+            keygate_store_sql::lower_thread_priority();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            match runtime {
+                Ok(rt) => {
+                    rt.block_on(flush_usage_periodically(moved_state, moved_stopped));
+                    let _ = done.send(());
+                }
+                Err(err) => tracing::warn!(error = %err, "no runtime for the usage flush thread"),
+            }
+        });
+    if let Err(err) = &started {
+        tracing::warn!(error = %err, "no usage flush thread; flushing on the shared runtime");
+    }
+    // Dropped without a word (no thread, no runtime, a panic): carry on here.
+    if finished.await.is_err() {
+        flush_usage_periodically(state, stopped).await;
+    }
+}
+
+async fn flush_usage_periodically(state: AppState, mut stopped: watch::Receiver<bool>) {
     // The first tick one period from now: an interval's first tick is immediate otherwise.
     let period = state.config.usage_flush_interval;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

@@ -57,8 +57,9 @@ pub fn write_headers(h: &mut HeaderMap, info: &RateLimitInfo, now_unix: i64) {
         X_RATELIMIT_RESET,
         HeaderValue::from(now_unix + reset_in as i64),
     );
+    // The formatted string becomes the value itself, not a copy of it.
     let mut set = |name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
             h.insert(name, v);
         }
     };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Executor, Postgres};
+use sqlx::{ConnectOptions, Executor, PgConnection, Postgres};
 
 use crate::migrate::{migrations, statements, Migration, CREATE_TABLE};
 
@@ -15,6 +15,8 @@ const MIGRATION_LOCK: i64 = 0x006b_6579_6761_7465;
 
 pub struct PgStore {
     pool: PgPool,
+    /// The connection usage batches are written on (see [`PgStore::usage_connection`]).
+    usage: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 impl PgStore {
@@ -27,14 +29,31 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(crate::map_err)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            usage: tokio::sync::Mutex::new(None),
+        })
     }
 
-    /// Usage batches run on the database server, not in this process: any pooled connection.
+    /// Usage batches get a connection of their own, opened on first use, outside the pool. The
+    /// server flushes usage from a thread of its own with its own runtime (at a lower CPU
+    /// priority), and a connection opened there is driven by that runtime: a pooled one would
+    /// then carry API requests at the flush thread's priority. Outside the pool, it is also
+    /// never taken from requests for the length of a flush.
     pub(crate) async fn usage_connection(
         &self,
-    ) -> keygate_store::StoreResult<sqlx::pool::PoolConnection<Postgres>> {
-        self.pool.acquire().await.map_err(crate::map_err)
+    ) -> keygate_store::StoreResult<tokio::sync::MutexGuard<'_, Option<PgConnection>>> {
+        let mut slot = self.usage.lock().await;
+        if slot.is_none() {
+            let conn = self
+                .pool
+                .connect_options()
+                .connect()
+                .await
+                .map_err(crate::map_err)?;
+            *slot = Some(conn);
+        }
+        Ok(slot)
     }
 
     async fn run_migrations(&self) -> keygate_store::StoreResult<()> {

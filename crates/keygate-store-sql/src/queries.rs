@@ -803,8 +803,15 @@ macro_rules! sql_store {
                 const ROWS_PER_STATEMENT: usize = 200;
                 let requests: Vec<_> = requests.into_iter().collect();
                 let last_used: Vec<_> = last_used.into_iter().collect();
-                let mut conn = self.usage_connection().await?;
-                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(map_err)?;
+                // A connection of its own (see each store's `usage_connection`). After a
+                // failure it is dropped and the next batch opens a new one: a broken link or
+                // a transaction left open must not fail every flush after it.
+                let mut slot = self.usage_connection().await?;
+                let Some(conn) = slot.as_mut() else {
+                    return Err(keygate_store::StoreError::Backend("no usage connection".into()));
+                };
+                let written: StoreResult<()> = async {
+                let mut tx = sqlx::Connection::begin(conn).await.map_err(map_err)?;
                 for chunk in requests.chunks(ROWS_PER_STATEMENT) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO usage_daily (key_id, account_id, day, requests) ");
                     q.push_values(chunk, |mut row, ((key_id, day), (account_id, n))| {
@@ -836,6 +843,12 @@ macro_rules! sql_store {
                     q.build().execute(&mut *tx).await.map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)
+                }
+                .await;
+                if written.is_err() {
+                    *slot = None;
+                }
+                written
             }
 
             async fn insert_signing_key(&self, k: &SigningKeyRecord) -> StoreResult<()> {

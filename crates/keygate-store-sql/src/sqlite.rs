@@ -56,7 +56,7 @@ impl SqliteStore {
     /// its own priority first.
     pub(crate) async fn usage_connection(
         &self,
-    ) -> keygate_store::StoreResult<tokio::sync::MappedMutexGuard<'_, SqliteConnection>> {
+    ) -> keygate_store::StoreResult<tokio::sync::MutexGuard<'_, Option<SqliteConnection>>> {
         let mut slot = self.usage.lock().await;
         if slot.is_none() {
             // A larger page cache than the pool's (2 MB): a flush touches rows all over the
@@ -86,8 +86,7 @@ impl SqliteStore {
                 .map_err(crate::map_err)?;
             *slot = Some(conn);
         }
-        tokio::sync::MutexGuard::try_map(slot, Option::as_mut)
-            .map_err(|_| keygate_store::StoreError::Backend("no usage connection".into()))
+        Ok(slot)
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock before reading which migrations ran, so a server

@@ -73,3 +73,64 @@ async fn run_suite(store: Arc<dyn Store>) -> Result<(), Box<dyn Any + Send>> {
         Err(e) => Box::new(e.to_string()),
     })
 }
+
+/// The usage connection is one of its own, kept between batches: when the database cuts it,
+/// the batch in flight fails (and the server puts its counts back for the next flush), and the
+/// next batch opens a new connection rather than fail on the dead one for ever.
+#[tokio::test]
+async fn postgres_usage_writes_go_on_after_their_connection_is_cut() {
+    let Some(base_url) = std::env::var("KEYGATE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: postgres usage connection (KEYGATE_TEST_DATABASE_URL is not set)"
+        );
+        return;
+    };
+    let url = fresh_postgres_database(&base_url).await;
+    let store = keygate_store_sql::connect(&url)
+        .await
+        .expect("the fresh PostgreSQL database accepts connections");
+    store.migrate().await.expect("the migrations apply");
+    let key_id = keygate_core::id::KeyId::generate();
+    let batch = |requests| {
+        [keygate_store::UsageIncrement {
+            key_id: key_id.clone(),
+            account_id: None,
+            day: 20_000,
+            requests,
+            last_used_at: time::OffsetDateTime::now_utc(),
+        }]
+    };
+    store
+        .record_usage(&batch(1))
+        .await
+        .expect("the first batch");
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("an admin connection");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&admin)
+    .await
+    .expect("the other connections are cut");
+    let cut = store.record_usage(&batch(2)).await;
+    assert!(cut.is_err(), "the batch on the cut connection fails");
+    store
+        .record_usage(&batch(4))
+        .await
+        .expect("the next batch opens a new connection");
+    let (requests,): (i64,) = sqlx::query_as("SELECT requests FROM usage_daily WHERE key_id = $1")
+        .bind(key_id.as_str())
+        .fetch_one(&admin)
+        .await
+        .expect("the key's usage row");
+    assert_eq!(requests, 5, "the failed batch wrote nothing");
+    admin.close().await;
+    drop(store);
+    drop_postgres_database(&base_url, &url).await;
+}

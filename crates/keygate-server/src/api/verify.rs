@@ -42,8 +42,8 @@ pub struct VerifyOut {
     pub key_id: Option<String>,
     pub account_id: Option<String>,
     pub owner_id: Option<String>,
-    pub scope: Option<String>,
-    pub environment: Option<String>,
+    pub scope: Option<&'static str>,
+    pub environment: Option<&'static str>,
     pub ratelimit: Option<RateLimitOut>,
     pub credits: Option<CreditsOut>,
 }
@@ -96,8 +96,8 @@ pub async fn verify_key(
         key_id: Some(k.id.to_string()),
         account_id: k.account_id.as_ref().map(ToString::to_string),
         owner_id: k.created_by.as_ref().map(ToString::to_string),
-        scope: Some(k.scope.to_string()),
-        environment: Some(k.environment.as_str().to_owned()),
+        scope: Some(k.scope.as_str()),
+        environment: Some(k.environment.as_str()),
         ratelimit: None,
         credits: None,
     };

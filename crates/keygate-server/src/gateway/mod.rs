@@ -222,11 +222,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, also: &[&[HeaderName]]) {
 async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
     let state = &gw.state;
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path().to_owned();
+    // The clone shares the URI's bytes: the path is not copied.
+    let uri = parts.uri.clone();
+    let path = uri.path();
     if let Some(refusal) = plaintext_refusal(
         state.config.refuse_plaintext_credentials,
         &parts.headers,
-        &path,
+        path,
     ) {
         return Err(refusal);
     }
@@ -236,7 +238,7 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
         None => (IpAddr::from([0, 0, 0, 0]), IpAddr::from([0, 0, 0, 0])),
     };
     let who = authenticate(state, &parts.headers, Some(client)).await?;
-    let (needed, cost) = gw.config.needs(&parts.method, &path);
+    let (needed, cost) = gw.config.needs(&parts.method, path);
     // Limits first, so that a refused call still answers with the rate-limit headers; credits
     // only for a call that goes through.
     apply_limits(state, &who).await?;
@@ -249,7 +251,7 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
     charge(
         state,
         &who,
-        (parts.method.as_str(), &path),
+        (parts.method.as_str(), path),
         cost,
         idem.as_deref(),
     )
@@ -279,10 +281,12 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
     if let Some(k) = who.key_id() {
         set(key_id, k.as_str());
     }
-    set(scope, who.scope.as_str());
-    set(X_FORWARDED_FOR, &forwarded_for);
     if let Some(c) = &context {
         set(X_REQUEST_ID, &c.id);
+    }
+    headers.insert(scope, HeaderValue::from_static(who.scope.as_str()));
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
+        headers.insert(X_FORWARDED_FOR, v);
     }
 
     let upstream = &gw.config.upstream;
