@@ -70,16 +70,20 @@ impl UsageRecorder {
     /// but does not lose them (the chunks already committed stay counted, once).
     pub async fn flush_paced(&self, store: &dyn Store, pause: Duration) -> anyhow::Result<usize> {
         // Swapped out, not drained, under the lock: requests wait for a pointer swap, not for
-        // the copying of every entry; and the new map starts at the old one's size, so the
-        // next period's first requests do not pay for growing it step by step.
-        let drained = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if pending.is_empty() {
-                return Ok(0);
-            }
-            let capacity = pending.len();
-            std::mem::replace(&mut *pending, HashMap::with_capacity(capacity))
-        };
+        // the copying of every entry. The new map starts at the old one's size, so the next
+        // period's first requests do not pay for growing it step by step, and it is made
+        // before the lock is taken: with a million keys, making it (its control bytes set) is
+        // a millisecond or more, which every request would wait for, and longer when this
+        // thread, at a lower priority, loses its core meanwhile.
+        let capacity = self.pending.lock().unwrap_or_else(|p| p.into_inner()).len();
+        if capacity == 0 {
+            return Ok(0);
+        }
+        let fresh = HashMap::with_capacity(capacity);
+        let drained = std::mem::replace(
+            &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
+            fresh,
+        );
         // In key order, so that each transaction covers a run of neighbouring keys: their rows
         // share pages (the stores' usage tables are keyed by key id, and key ids grow with
         // time), and a transaction writes each page it touched once. Chunks of keys in hash
