@@ -2,7 +2,7 @@
 //! per key and day; a background task writes the counters and `last_used_at` in one batch every
 //! few seconds, and once more at shutdown. The request itself never writes to the database.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use hashbrown::HashMap;
@@ -13,13 +13,30 @@ use time::OffsetDateTime;
 /// Rows per usage transaction in a paced flush.
 pub const FLUSH_CHUNK: usize = 200;
 
-#[derive(Default)]
+/// Shards of the pending counts. Every request takes one shard's lock, so with one map the
+/// serving threads met on a single lock: when the thread holding it lost its core (to the
+/// load, or to a page fault), the others waited for a whole time slice (4-6 ms waits seen with
+/// `perf trace`, several a second), and a map of half a million keys that had to grow was
+/// rehashed under that lock (a 106 ms wait). Sharded, a thread waits only for the same
+/// shard, and a shard grows at a sixteenth of the size.
+const SHARDS: usize = 16;
+
+type Counts = HashMap<(KeyHash, i32), Pending>;
+
 pub struct UsageRecorder {
     /// Keyed by the key's hash (a `Copy` array), so counting a request allocates only the first
     /// time a key is seen in a batch; hashed with foldhash (hashbrown's default), not SipHash:
-    /// the keys are digests nobody can choose to collide. The lock is held for a map update,
-    /// never across `.await`.
-    pending: Mutex<HashMap<(KeyHash, i32), Pending>>,
+    /// the keys are digests nobody can choose to collide. The shard is the hash's first byte
+    /// (uniform: it is a digest). A lock is held for a map update, never across `.await`.
+    shards: Box<[Mutex<Counts>]>,
+}
+
+impl Default for UsageRecorder {
+    fn default() -> Self {
+        UsageRecorder {
+            shards: (0..SHARDS).map(|_| Mutex::new(Counts::new())).collect(),
+        }
+    }
 }
 
 struct Pending {
@@ -42,7 +59,7 @@ impl UsageRecorder {
         account_id: Option<&AccountId>,
         now: OffsetDateTime,
     ) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.shard(&hash);
         pending
             .entry((hash, day_of(now)))
             .and_modify(|p| {
@@ -69,21 +86,24 @@ impl UsageRecorder {
     /// failure, what was not written is put back, so a database outage delays usage figures
     /// but does not lose them (the chunks already committed stay counted, once).
     pub async fn flush_paced(&self, store: &dyn Store, pause: Duration) -> anyhow::Result<usize> {
-        // Swapped out, not drained, under the lock: requests wait for a pointer swap, not for
-        // the copying of every entry. The new map starts at the old one's size, so the next
-        // period's first requests do not pay for growing it step by step, and it is made
-        // before the lock is taken: with a million keys, making it (its control bytes set) is
-        // a millisecond or more, which every request would wait for, and longer when this
-        // thread, at a lower priority, loses its core meanwhile.
-        let capacity = self.pending.lock().unwrap_or_else(|p| p.into_inner()).len();
-        if capacity == 0 {
+        // Each shard swapped out, not drained, under its lock: requests wait for a pointer
+        // swap, not for the copying of every entry. The new map starts at the old one's size
+        // and a quarter, so the next period's requests seldom have to grow it (rehashing
+        // under the lock), and it is made before the lock is taken: making a large map (its
+        // control bytes set) would otherwise be waited for by every request on that shard,
+        // and longer when this thread, at a lower priority, loses its core meanwhile.
+        let mut drained = Vec::with_capacity(SHARDS);
+        for shard in self.shards.iter() {
+            let len = lock(shard).len();
+            if len == 0 {
+                continue;
+            }
+            let fresh = Counts::with_capacity(len + len / 4);
+            drained.push(std::mem::replace(&mut *lock(shard), fresh));
+        }
+        if drained.is_empty() {
             return Ok(0);
         }
-        let fresh = HashMap::with_capacity(capacity);
-        let drained = std::mem::replace(
-            &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
-            fresh,
-        );
         // In key order, so that each transaction covers a run of neighbouring keys: their rows
         // share pages (the stores' usage tables are keyed by key id, and key ids grow with
         // time), and a transaction writes each page it touched once. Chunks of keys in hash
@@ -116,9 +136,8 @@ impl UsageRecorder {
     }
 
     fn put_back(&self, unwritten: impl Iterator<Item = ((KeyHash, i32), Pending)>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for (slot, p) in unwritten {
-            pending
+            self.shard(&slot.0)
                 .entry(slot)
                 .and_modify(|q| {
                     q.requests += p.requests;
@@ -129,11 +148,21 @@ impl UsageRecorder {
     }
 }
 
+impl UsageRecorder {
+    fn shard(&self, hash: &KeyHash) -> MutexGuard<'_, Counts> {
+        lock(&self.shards[usize::from(hash.0[0]) % SHARDS])
+    }
+}
+
+fn lock(shard: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What a flush writes, in key order.
 type Sorted = Vec<((KeyHash, i32), Pending)>;
 
-fn sort(drained: HashMap<(KeyHash, i32), Pending>) -> Sorted {
-    let mut sorted: Sorted = drained.into_iter().collect();
+fn sort(drained: Vec<Counts>) -> Sorted {
+    let mut sorted: Sorted = drained.into_iter().flatten().collect();
     sorted.sort_unstable_by(|(a_slot, a), (b_slot, b)| {
         (a.key_id.as_str(), a_slot.1).cmp(&(b.key_id.as_str(), b_slot.1))
     });
@@ -145,8 +174,8 @@ fn sort(drained: HashMap<(KeyHash, i32), Pending>) -> Sorted {
 /// loaded machine would otherwise be taken from the serving threads at their own priority (it
 /// showed in the verify p99 with 1,000,000 keys). If the thread cannot be started, the sort
 /// runs here: what was counted is never dropped.
-async fn sort_in_background(drained: HashMap<(KeyHash, i32), Pending>) -> anyhow::Result<Sorted> {
-    let (give, take) = std::sync::mpsc::channel::<HashMap<(KeyHash, i32), Pending>>();
+async fn sort_in_background(drained: Vec<Counts>) -> anyhow::Result<Sorted> {
+    let (give, take) = std::sync::mpsc::channel::<Vec<Counts>>();
     let (done, sorted) = tokio::sync::oneshot::channel();
     let started = std::thread::Builder::new()
         .name("keygate-usage-sort".into())
