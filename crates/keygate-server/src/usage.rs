@@ -162,7 +162,12 @@ fn lock(shard: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
 type Sorted = Vec<((KeyHash, i32), Pending)>;
 
 fn sort(drained: Vec<Counts>) -> Sorted {
-    let mut sorted: Sorted = drained.into_iter().flatten().collect();
+    // Sized once: collected from the shards in turn, the vector (a hundred MB with a million
+    // keys) would grow by doubling, copying itself each time.
+    let mut sorted: Sorted = Vec::with_capacity(drained.iter().map(Counts::len).sum());
+    for shard in drained {
+        sorted.extend(shard);
+    }
     sorted.sort_unstable_by(|(a_slot, a), (b_slot, b)| {
         (a.key_id.as_str(), a_slot.1).cmp(&(b.key_id.as_str(), b_slot.1))
     });
