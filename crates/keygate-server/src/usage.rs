@@ -29,12 +29,34 @@ pub struct UsageRecorder {
     /// the keys are digests nobody can choose to collide. The shard is the hash's first byte
     /// (uniform: it is a digest). A lock is held for a map update, never across `.await`.
     shards: Box<[Mutex<Counts>]>,
+    /// What the last flush emptied, kept with its memory for the next one (see [`Spare`]).
+    spare: Mutex<Spare>,
+}
+
+/// The maps a flush swapped out, emptied, and the vector it sorted them into, empty: the next
+/// flush swaps these maps in and sorts into this vector. Made anew each time, with a million
+/// keys they were hundreds of MB that the allocator returned to the system after each flush
+/// and that came back as fresh pages, each faulted in and zeroed by the kernel: a tenth of
+/// the flush's CPU went to marking a new map's slots empty. Kept, they cost no more memory
+/// than a flush already needs at its peak; one far larger than needed is let go (see
+/// [`oversized`]).
+#[derive(Default)]
+struct Spare {
+    maps: Vec<Counts>,
+    sorted: Sorted,
+}
+
+/// Whether kept memory for `capacity` entries is far more than `needed` calls for: usage fell,
+/// and the memory is better returned.
+fn oversized(capacity: usize, needed: usize) -> bool {
+    capacity > needed.saturating_mul(4).max(1024)
 }
 
 impl Default for UsageRecorder {
     fn default() -> Self {
         UsageRecorder {
             shards: (0..SHARDS).map(|_| Mutex::new(Counts::new())).collect(),
+            spare: Mutex::new(Spare::default()),
         }
     }
 }
@@ -87,32 +109,59 @@ impl UsageRecorder {
     /// but does not lose them (the chunks already committed stay counted, once).
     pub async fn flush_paced(&self, store: &dyn Store, pause: Duration) -> anyhow::Result<usize> {
         // Each shard swapped out, not drained, under its lock: requests wait for a pointer
-        // swap, not for the copying of every entry. The new map starts at the old one's size
-        // and a quarter, so the next period's requests seldom have to grow it (rehashing
-        // under the lock), and it is made before the lock is taken: making a large map (its
-        // control bytes set) would otherwise be waited for by every request on that shard,
-        // and longer when this thread, at a lower priority, loses its core meanwhile.
+        // swap, not for the copying of every entry. The map swapped in holds the old one's
+        // size and a quarter, so the next period's requests seldom have to grow it (rehashing
+        // under the lock); it is the last flush's emptied map when that one is large enough,
+        // and otherwise made before the lock is taken: making a large map (its control bytes
+        // set) would otherwise be waited for by every request on that shard, and longer when
+        // this thread, at a lower priority, loses its core meanwhile.
+        let Spare {
+            maps: mut spare_maps,
+            sorted,
+        } = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
         let mut drained = Vec::with_capacity(SHARDS);
         for shard in self.shards.iter() {
             let len = lock(shard).len();
             if len == 0 {
                 continue;
             }
-            let fresh = Counts::with_capacity(len + len / 4);
+            let needed = len + len / 4;
+            let fresh = match spare_maps.pop() {
+                Some(kept) if kept.capacity() >= needed && !oversized(kept.capacity(), needed) => {
+                    kept
+                }
+                _ => Counts::with_capacity(needed),
+            };
             drained.push(std::mem::replace(&mut *lock(shard), fresh));
         }
+        // The period's size, which decides what is worth keeping for the next one.
+        let largest = drained.iter().map(Counts::len).max().unwrap_or(0);
+        let total: usize = drained.iter().map(Counts::len).sum();
         if drained.is_empty() {
+            self.keep(spare_maps, sorted, largest, total);
             return Ok(0);
         }
         // In key order, so that each transaction covers a run of neighbouring keys: their rows
         // share pages (the stores' usage tables are keyed by key id, and key ids grow with
         // time), and a transaction writes each page it touched once. Chunks of keys in hash
         // order would each touch a page per row, a thousand pages where a dozen do.
-        let drained = sort_in_background(drained).await?;
+        let (mut sorted, emptied) = sort_in_background(drained, sorted).await?;
+        spare_maps.extend(emptied);
+        let written = self.write_sorted(store, pause, &mut sorted).await;
+        self.keep(spare_maps, sorted, largest, total);
+        written
+    }
+
+    /// Writes `sorted` in chunks (see [`Self::flush_paced`]), leaving it empty with its memory.
+    async fn write_sorted(
+        &self,
+        store: &dyn Store,
+        pause: Duration,
+        sorted: &mut Sorted,
+    ) -> anyhow::Result<usize> {
         let mut written = 0;
-        let mut rest = drained.into_iter().peekable();
-        while rest.peek().is_some() {
-            let chunk: Vec<((KeyHash, i32), Pending)> = rest.by_ref().take(FLUSH_CHUNK).collect();
+        while written < sorted.len() {
+            let chunk = &sorted[written..sorted.len().min(written + FLUSH_CHUNK)];
             let batch: Vec<UsageIncrement> = chunk
                 .iter()
                 .map(|((_, day), p)| UsageIncrement {
@@ -124,15 +173,28 @@ impl UsageRecorder {
                 })
                 .collect();
             if let Err(err) = store.record_usage(&batch).await {
-                self.put_back(chunk.into_iter().chain(rest));
+                self.put_back(sorted.drain(written..));
+                sorted.clear();
                 return Err(err.into());
             }
             written += batch.len();
-            if !pause.is_zero() && rest.peek().is_some() {
+            if !pause.is_zero() && written < sorted.len() {
                 tokio::time::sleep(pause).await;
             }
         }
+        sorted.clear();
         Ok(written)
+    }
+
+    /// Keeps what a flush emptied for the next one, except what is far larger than this
+    /// period needed (`largest` entries in a shard, `total` in all): usage fell, and that
+    /// memory is better returned.
+    fn keep(&self, mut maps: Vec<Counts>, mut sorted: Sorted, largest: usize, total: usize) {
+        maps.retain(|m| !oversized(m.capacity(), largest + largest / 4));
+        if oversized(sorted.capacity(), total) {
+            sorted = Sorted::new();
+        }
+        *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Spare { maps, sorted };
     }
 
     fn put_back(&self, unwritten: impl Iterator<Item = ((KeyHash, i32), Pending)>) {
@@ -161,17 +223,20 @@ fn lock(shard: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
 /// What a flush writes, in key order.
 type Sorted = Vec<((KeyHash, i32), Pending)>;
 
-fn sort(drained: Vec<Counts>) -> Sorted {
+/// Moves the drained maps' entries into `sorted` (empty) and sorts them; the maps come back
+/// empty, their memory kept.
+fn sort(mut drained: Vec<Counts>, mut sorted: Sorted) -> (Sorted, Vec<Counts>) {
     // Sized once: collected from the shards in turn, the vector (a hundred MB with a million
     // keys) would grow by doubling, copying itself each time.
-    let mut sorted: Sorted = Vec::with_capacity(drained.iter().map(Counts::len).sum());
-    for shard in drained {
-        sorted.extend(shard);
+    sorted.clear();
+    sorted.reserve(drained.iter().map(Counts::len).sum());
+    for shard in &mut drained {
+        sorted.extend(shard.drain());
     }
     sorted.sort_unstable_by(|(a_slot, a), (b_slot, b)| {
         (a.key_id.as_str(), a_slot.1).cmp(&(b.key_id.as_str(), b_slot.1))
     });
-    sorted
+    (sorted, drained)
 }
 
 /// Sorts on a thread of its own at a lower CPU priority (nice 10, as the SQLite usage writer):
@@ -179,22 +244,25 @@ fn sort(drained: Vec<Counts>) -> Sorted {
 /// loaded machine would otherwise be taken from the serving threads at their own priority (it
 /// showed in the verify p99 with 1,000,000 keys). If the thread cannot be started, the sort
 /// runs here: what was counted is never dropped.
-async fn sort_in_background(drained: Vec<Counts>) -> anyhow::Result<Sorted> {
-    let (give, take) = std::sync::mpsc::channel::<Vec<Counts>>();
+async fn sort_in_background(
+    drained: Vec<Counts>,
+    into: Sorted,
+) -> anyhow::Result<(Sorted, Vec<Counts>)> {
+    let (give, take) = std::sync::mpsc::channel::<(Vec<Counts>, Sorted)>();
     let (done, sorted) = tokio::sync::oneshot::channel();
     let started = std::thread::Builder::new()
         .name("keygate-usage-sort".into())
         .spawn(move || {
             keygate_store_sql::lower_thread_priority();
-            if let Ok(drained) = take.recv() {
-                let _ = done.send(sort(drained));
+            if let Ok((drained, into)) = take.recv() {
+                let _ = done.send(sort(drained, into));
             }
         });
     if started.is_err() {
-        return Ok(sort(drained));
+        return Ok(sort(drained, into));
     }
-    if let Err(std::sync::mpsc::SendError(drained)) = give.send(drained) {
-        return Ok(sort(drained));
+    if let Err(std::sync::mpsc::SendError((drained, into))) = give.send((drained, into)) {
+        return Ok(sort(drained, into));
     }
     // Only a panic in the sort itself fails here (the map went with it).
     sorted

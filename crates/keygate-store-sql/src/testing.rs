@@ -77,6 +77,27 @@ fn database_name(url: &str) -> Option<&str> {
     (!path.is_empty()).then_some(path)
 }
 
+/// Runs one SQL statement on the database `database_url` names (`sqlite:…` or `postgres://…`),
+/// on a connection of its own: for tests that take a table away to make a store fail.
+pub async fn execute(database_url: &str, sql: &str) {
+    let outcome = if database_url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(database_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {database_url}: {e}"));
+        let done = conn.execute(sql).await.map(|_| ());
+        let _ = conn.close().await;
+        done
+    } else {
+        let mut conn = PgConnection::connect(database_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {database_url}: {e}"));
+        let done = conn.execute(sql).await.map(|_| ());
+        let _ = conn.close().await;
+        done
+    };
+    outcome.unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

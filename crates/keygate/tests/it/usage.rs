@@ -71,6 +71,50 @@ on_both_backends! {
         assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), expected);
         // Nothing is left to write.
         assert_eq!(srv.state.usage.flush(srv.state.store.as_ref()).await.expect("flush"), 0);
+
+        // The next period counts into the maps (and sorts into the vector) the first flush
+        // emptied and kept: every count arrives once more, nothing left from before.
+        for (i, k) in records.iter().enumerate() {
+            for _ in 0..(i % 3 + 1) {
+                srv.state.usage.record(k.hash, &k.id, Some(&account), now);
+            }
+        }
+        let written = srv
+            .state
+            .usage
+            .flush_paced(srv.state.store.as_ref(), std::time::Duration::from_millis(1))
+            .await
+            .expect("flush");
+        assert_eq!(written, n, "one row per key again");
+        let rows = srv.state.store.usage_by_day(&account, today, today).await.expect("usage");
+        assert_eq!(rows.len(), n);
+        assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), 2 * expected);
+        assert_eq!(srv.state.usage.flush(srv.state.store.as_ref()).await.expect("flush"), 0);
+    }
+
+    async fn a_flush_the_database_refuses_loses_no_count(srv) {
+        use keygate_store_sql::testing::execute;
+        let acme = srv.account("Acme").await;
+        let account = AccountId::parse(&acme.id).expect("account id");
+        let me = srv.get_ok("/api/v1/auth/me", &acme.key).await;
+        for _ in 0..2 {
+            srv.get_ok("/api/v1/auth/me", &acme.key).await;
+        }
+        let key_id = me["key"]["id"].as_str().expect("id").to_owned();
+        // The table the counts go to is gone for a while: the flush fails and keeps them.
+        execute(&srv.database_url, "ALTER TABLE usage_daily RENAME TO usage_daily_away").await;
+        let failed = srv.state.usage.flush(srv.state.store.as_ref()).await;
+        assert!(failed.is_err(), "the flush cannot write");
+        execute(&srv.database_url, "ALTER TABLE usage_daily_away RENAME TO usage_daily").await;
+        // Counted meanwhile, into the map the failed flush swapped in.
+        srv.get_ok("/api/v1/auth/me", &acme.key).await;
+
+        assert_eq!(srv.state.usage.flush(srv.state.store.as_ref()).await.expect("flush"), 1);
+        let today = day_of(time::OffsetDateTime::now_utc());
+        let rows = srv.state.store.usage_by_day(&account, today - 1, today).await.expect("usage");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key_id.as_str(), key_id);
+        assert_eq!(rows[0].requests, 4, "each request counted once, none lost");
     }
 
     async fn shutting_down_flushes_the_usage_counted_so_far(srv) {
