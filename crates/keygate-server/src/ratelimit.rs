@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
 use keygate_core::gcra::{Decision, Quota};
 
 use keygate_store::{Account, ApiKey};
@@ -50,27 +51,58 @@ pub fn write_headers(h: &mut HeaderMap, info: &RateLimitInfo, now_unix: i64) {
     } else {
         info.policy.as_str().into()
     };
-    // Numbers straight into header values (no intermediate string); names are constants.
-    h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(d.limit));
-    h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
-    h.insert(
-        X_RATELIMIT_RESET,
-        HeaderValue::from(now_unix + reset_in as i64),
-    );
-    // The formatted string becomes the value itself, not a copy of it.
-    let mut set = |name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+    // Every value is written into one buffer and split off it: the five share one allocation
+    // (each formatted on its own, they took five or more, and as many copies).
+    let mut buf = BytesMut::with_capacity(2 * policy.len() + 112);
+    put_decimal(&mut buf, d.limit);
+    let limit = buf.split().freeze();
+    put_decimal(&mut buf, d.remaining);
+    let remaining = buf.split().freeze();
+    put_decimal(&mut buf, now_unix.max(0) as u64 + reset_in);
+    let reset = buf.split().freeze();
+    put_policy(&mut buf, &policy, (b";q=", d.limit), (b";w=", window));
+    let policy_value = buf.split().freeze();
+    put_policy(&mut buf, &policy, (b";r=", d.remaining), (b";t=", reset_in));
+    let state = buf.split().freeze();
+    h.reserve(5);
+    for (name, value) in [
+        (X_RATELIMIT_LIMIT, limit),
+        (X_RATELIMIT_REMAINING, remaining),
+        (X_RATELIMIT_RESET, reset),
+        (RATELIMIT_POLICY, policy_value),
+        (RATELIMIT, state),
+    ] {
+        if let Ok(v) = HeaderValue::from_maybe_shared(value) {
             h.insert(name, v);
         }
-    };
-    set(
-        RATELIMIT_POLICY,
-        format!("\"{policy}\";q={};w={window}", d.limit),
-    );
-    set(
-        RATELIMIT,
-        format!("\"{policy}\";r={};t={reset_in}", d.remaining),
-    );
+    }
+}
+
+/// `"policy";a=1;b=2`: a structured-field item with two integer parameters.
+fn put_policy(buf: &mut BytesMut, policy: &str, a: (&[u8], u64), b: (&[u8], u64)) {
+    buf.extend_from_slice(b"\"");
+    buf.extend_from_slice(policy.as_bytes());
+    buf.extend_from_slice(b"\"");
+    for (name, n) in [a, b] {
+        buf.extend_from_slice(name);
+        put_decimal(buf, n);
+    }
+}
+
+/// Appends `n` in decimal.
+fn put_decimal(buf: &mut BytesMut, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
 }
 
 /// Applies the caller's rate limits and debits the call's credit `cost`. Operators are not
@@ -248,4 +280,41 @@ pub fn within_plan(key_limit: &Quota, plan: &Quota) -> bool {
     // limit/period ≤ plan.limit/plan.period, in integers.
     (key_limit.limit() as u128) * plan.period().as_nanos()
         <= (plan.limit() as u128) * key_limit.period().as_nanos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_headers_carry_the_decision_in_every_form() {
+        let quota: Quota = "100/minute".parse().expect("quota");
+        let info = RateLimitInfo {
+            policy: "pro\"plan".into(),
+            quota,
+            decision: Decision {
+                allowed: true,
+                limit: 100,
+                remaining: 0,
+                reset_after: Duration::from_millis(59_001),
+                retry_after: None,
+            },
+        };
+        let mut h = HeaderMap::new();
+        write_headers(&mut h, &info, 1_700_000_000);
+        assert_eq!(h[X_RATELIMIT_LIMIT], "100");
+        assert_eq!(h[X_RATELIMIT_REMAINING], "0");
+        assert_eq!(h[X_RATELIMIT_RESET], "1700000060");
+        assert_eq!(h[RATELIMIT_POLICY], "\"proplan\";q=100;w=60");
+        assert_eq!(h[RATELIMIT], "\"proplan\";r=0;t=60");
+    }
+
+    #[test]
+    fn decimals_are_written_whole() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut buf = BytesMut::new();
+            put_decimal(&mut buf, n);
+            assert_eq!(&buf[..], n.to_string().as_bytes());
+        }
+    }
 }

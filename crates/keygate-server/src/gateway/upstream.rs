@@ -43,6 +43,8 @@ const MAX_FIELDS: usize = 100;
 const MAX_HEAD: usize = 256 * 1024;
 /// The longest chunk-size line (with its extensions) of a chunked body.
 const MAX_CHUNK_LINE: usize = 4096;
+/// How many fields the gateway adds to an answer (see `parse_head`).
+const ADDED_FIELDS: usize = 8;
 /// Room made in the read buffer before each read.
 const READ_SIZE: usize = 8192;
 
@@ -320,7 +322,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamErr
         spans.push((name, span));
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the fields the gateway adds on the way out (the request id, the five rate-limit
+    // fields, HSTS): the map is not grown, rehashing what it holds, for each of them.
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
     for (name, span) in spans {
         let value = match span {
             Some(span) if !span.is_empty() => HeaderValue::from_maybe_shared(head.slice(span)),
