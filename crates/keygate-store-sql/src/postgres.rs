@@ -8,7 +8,7 @@ use sqlx::{ConnectOptions, Executor, PgConnection, Postgres};
 
 use crate::migrate::{migrations, statements, Migration, CREATE_TABLE};
 
-const MIGRATIONS: &[Migration] = migrations!("postgres": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 5 => "0005_webhooks.sql", 6 => "0006_audit.sql", 7 => "0007_dashboard.sql", 8 => "0008_oauth.sql");
+const MIGRATIONS: &[Migration] = migrations!("postgres": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 5 => "0005_webhooks.sql", 6 => "0006_audit.sql", 7 => "0007_dashboard.sql", 8 => "0008_oauth.sql", 9 => "0009_last_use.sql");
 
 /// Arbitrary, fixed: the advisory lock every Keygate node takes to migrate.
 const MIGRATION_LOCK: i64 = 0x006b_6579_6761_7465;

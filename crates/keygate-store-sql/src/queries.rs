@@ -35,7 +35,9 @@ pub(crate) const CREDIT_COLUMNS: &str =
     "id, account_id, amount, balance_after, kind, idempotency_key, description, key_id, created_at";
 pub(crate) const KEY_COLUMNS: &str = "k.id, k.account_id, k.created_by, k.name, k.description, k.scope, \
      k.environment, k.key_hash, k.start, k.last4, k.expires_at, k.revoked_at, k.rolled_to, k.rate_limit, \
-     k.metadata, k.created_at, k.last_used_at, k.permissions";
+     k.metadata, k.created_at, k.permissions, \
+     COALESCE((SELECT u.last_used_at FROM usage_daily u WHERE u.key_id = k.id ORDER BY u.day DESC LIMIT 1), \
+     k.last_used_at) AS last_used_at";
 
 macro_rules! sql_store {
     ($Store:ident, $Db:ty) => {
@@ -786,23 +788,31 @@ macro_rules! sql_store {
 
             async fn record_usage(&self, batch: &[UsageIncrement]) -> StoreResult<()> {
                 // Several nodes flush batches at once. Each transaction locks its rows in one
-                // fixed order, every usage row by (key, day) and then every key by id, so that
-                // no two flushes wait on each other in a cycle (PostgreSQL would abort one with
-                // "deadlock detected"). Merging first also writes each row once per batch.
-                let mut requests = std::collections::BTreeMap::new();
-                let mut last_used = std::collections::BTreeMap::new();
-                for u in batch {
-                    let row = requests
-                        .entry((u.key_id.as_str(), u.day))
-                        .or_insert((u.account_id.as_ref(), 0u64));
-                    row.1 += u.requests;
-                    let at = last_used.entry(u.key_id.as_str()).or_insert(u.last_used_at);
-                    *at = (*at).max(u.last_used_at);
-                }
-                // Many rows per statement: a flush of 20,000 keys is 200 statements, not 40,000.
+                // fixed order, by (key, day), so that no two flushes wait on each other in a
+                // cycle (PostgreSQL would abort one with "deadlock detected"). Merging first
+                // also writes each row once per batch. The server's flush hands batches over
+                // already in that order, each row once, and they are written as they are.
+                let in_order = batch
+                    .windows(2)
+                    .all(|w| (w[0].key_id.as_str(), w[0].day) < (w[1].key_id.as_str(), w[1].day));
+                let merged: Vec<UsageIncrement>;
+                let rows = if in_order {
+                    batch
+                } else {
+                    let mut rows = std::collections::BTreeMap::new();
+                    for u in batch {
+                        rows.entry((u.key_id.as_str(), u.day))
+                            .and_modify(|r: &mut UsageIncrement| {
+                                r.requests += u.requests;
+                                r.last_used_at = r.last_used_at.max(u.last_used_at);
+                            })
+                            .or_insert_with(|| u.clone());
+                    }
+                    merged = rows.into_values().collect();
+                    &merged[..]
+                };
+                // Many rows per statement: a flush of 20,000 keys is 100 statements, not 20,000.
                 const ROWS_PER_STATEMENT: usize = 200;
-                let requests: Vec<_> = requests.into_iter().collect();
-                let last_used: Vec<_> = last_used.into_iter().collect();
                 // A connection of its own (see each store's `usage_connection`). After a
                 // failure it is dropped and the next batch opens a new one: a broken link or
                 // a transaction left open must not fail every flush after it.
@@ -812,34 +822,26 @@ macro_rules! sql_store {
                 };
                 let written: StoreResult<()> = async {
                 let mut tx = sqlx::Connection::begin(conn).await.map_err(map_err)?;
-                for chunk in requests.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO usage_daily (key_id, account_id, day, requests) ");
-                    q.push_values(chunk, |mut row, ((key_id, day), (account_id, n))| {
-                        row.push_bind(key_id.to_string())
-                            .push_bind(account_id.map(|a| a.as_str().to_owned()))
-                            .push_bind(*day)
-                            .push_bind(*n as i64);
-                    });
-                    q.push(" ON CONFLICT (key_id, day) DO UPDATE SET requests = usage_daily.requests + excluded.requests");
-                    q.build().execute(&mut *tx).await.map_err(map_err)?;
-                }
-                // last_used_at only moves forward, and is kept to about a minute
-                // (LAST_USE_PRECISION): a key whose stored time is less than that before the
-                // batch's is not rewritten, or a busy deployment would rewrite every key row it
-                // saw at every flush. One join against a list of (id, time) pairs, in id order:
-                // each row is found by its key, where a CASE with a branch per key compared
-                // every row against every branch (a quarter of a large flush's CPU).
-                let precision_ms = keygate_store::LAST_USE_PRECISION.whole_milliseconds() as i64;
-                for chunk in last_used.chunks(ROWS_PER_STATEMENT) {
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new(
-                        "UPDATE api_keys SET last_used_at = seen.column2 FROM (",
+                        "INSERT INTO usage_daily (key_id, account_id, day, requests, last_used_at) ",
                     );
-                    q.push_values(chunk, |mut row, (key_id, at)| {
-                        row.push_bind(key_id.to_string()).push_bind(to_ms(*at));
+                    q.push_values(chunk, |mut row, u| {
+                        row.push_bind(u.key_id.as_str())
+                            .push_bind(u.account_id.as_ref().map(|a| a.as_str()))
+                            .push_bind(u.day)
+                            .push_bind(u.requests as i64)
+                            .push_bind(to_ms(u.last_used_at));
                     });
-                    q.push(") AS seen WHERE api_keys.id = seen.column1 AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < seen.column2 - ")
-                        .push_bind(precision_ms)
-                        .push(")");
+                    // The key's last use rides on the day's row: it only moves forward, since
+                    // batches from several nodes may arrive out of order. A row written before
+                    // this column existed has none yet.
+                    q.push(
+                        " ON CONFLICT (key_id, day) DO UPDATE SET requests = usage_daily.requests + excluded.requests, \
+                         last_used_at = CASE WHEN usage_daily.last_used_at IS NULL \
+                         OR usage_daily.last_used_at < excluded.last_used_at \
+                         THEN excluded.last_used_at ELSE usage_daily.last_used_at END",
+                    );
                     q.build().execute(&mut *tx).await.map_err(map_err)?;
                 }
                 tx.commit().await.map_err(map_err)

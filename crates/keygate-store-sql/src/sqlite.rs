@@ -9,7 +9,7 @@ use sqlx::{ConnectOptions, Executor, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::migrate::{migrations, statements, Migration, CREATE_TABLE};
 
-const MIGRATIONS: &[Migration] = migrations!("sqlite": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 5 => "0005_webhooks.sql", 6 => "0006_audit.sql", 7 => "0007_dashboard.sql", 8 => "0008_oauth.sql");
+const MIGRATIONS: &[Migration] = migrations!("sqlite": 1 => "0001_core.sql", 2 => "0002_tokens.sql", 3 => "0003_credits.sql", 4 => "0004_permissions.sql", 5 => "0005_webhooks.sql", 6 => "0006_audit.sql", 7 => "0007_dashboard.sql", 8 => "0008_oauth.sql", 9 => "0009_last_use.sql");
 
 /// The usage connection's page cache: 64 MiB (a negative `cache_size` is in KiB).
 const USAGE_CACHE_SIZE: i64 = -65_536;

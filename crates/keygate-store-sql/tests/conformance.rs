@@ -10,11 +10,7 @@ use keygate_store_sql::testing::{drop_postgres_database, fresh_postgres_database
 
 #[tokio::test]
 async fn sqlite_passes_the_conformance_suite() {
-    let path = std::env::temp_dir().join(format!(
-        "keygate-conformance-{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let (path, url) = sqlite_file("keygate-conformance");
     let store = keygate_store_sql::connect(&url)
         .await
         .expect("the SQLite file opens");
@@ -22,11 +18,7 @@ async fn sqlite_passes_the_conformance_suite() {
 
     let outcome = run_suite(store).await;
 
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
+    remove_sqlite_file(&path);
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
@@ -34,15 +26,7 @@ async fn sqlite_passes_the_conformance_suite() {
 
 #[tokio::test]
 async fn postgres_passes_the_conformance_suite() {
-    let Some(base_url) = std::env::var("KEYGATE_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        // Written past the test harness's capture, so that a skip shows in every run.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: postgres conformance (KEYGATE_TEST_DATABASE_URL is not set)"
-        );
+    let Some(base_url) = postgres_server("postgres conformance") else {
         return;
     };
     let url = fresh_postgres_database(&base_url).await;
@@ -79,14 +63,7 @@ async fn run_suite(store: Arc<dyn Store>) -> Result<(), Box<dyn Any + Send>> {
 /// next batch opens a new connection rather than fail on the dead one for ever.
 #[tokio::test]
 async fn postgres_usage_writes_go_on_after_their_connection_is_cut() {
-    let Some(base_url) = std::env::var("KEYGATE_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: postgres usage connection (KEYGATE_TEST_DATABASE_URL is not set)"
-        );
+    let Some(base_url) = postgres_server("postgres usage connection") else {
         return;
     };
     let url = fresh_postgres_database(&base_url).await;
@@ -133,4 +110,117 @@ async fn postgres_usage_writes_go_on_after_their_connection_is_cut() {
     admin.close().await;
     drop(store);
     drop_postgres_database(&base_url, &url).await;
+}
+
+/// A key's last use written by a version before usage rows carried it (on the key's own row,
+/// and a usage row without one) still reads after the upgrade, until a newer use replaces it.
+#[tokio::test]
+async fn a_last_use_written_before_the_upgrade_still_reads() {
+    let (path, url) = sqlite_file("keygate-last-use");
+    last_use_survives_the_upgrade(&url).await;
+    remove_sqlite_file(&path);
+    let Some(base_url) = postgres_server("postgres last use upgrade") else {
+        return;
+    };
+    let url = fresh_postgres_database(&base_url).await;
+    last_use_survives_the_upgrade(&url).await;
+    drop_postgres_database(&base_url, &url).await;
+}
+
+async fn last_use_survives_the_upgrade(url: &str) {
+    use time::{Duration, OffsetDateTime};
+
+    let store = keygate_store_sql::connect(url)
+        .await
+        .expect("the database opens");
+    store.migrate().await.expect("the migrations apply");
+    let ms = |t: OffsetDateTime| {
+        t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
+            .expect("a whole number of milliseconds is a valid nanosecond")
+    };
+    let before = ms(OffsetDateTime::now_utc()) - Duration::hours(3);
+    let stored = keygate_store::ApiKey {
+        created_at: before - Duration::days(1),
+        last_used_at: Some(before),
+        ..conformance::new_key(None, None, "upgraded")
+    };
+    store.create_key(&stored).await.expect("create_key");
+    let read = || async {
+        store
+            .get_key(None, &stored.id)
+            .await
+            .expect("get_key")
+            .last_used_at
+    };
+    assert_eq!(
+        read().await,
+        Some(before),
+        "the key's own row, no usage yet"
+    );
+
+    // Today's row as an earlier version wrote it: a count and no time. (Usage rows name the
+    // account; the operator key stands in for one of its keys here.)
+    let account = keygate_core::AccountId::generate();
+    let day = (before.unix_timestamp() / 86_400) as i32;
+    keygate_store_sql::testing::execute(
+        url,
+        &format!(
+            "INSERT INTO usage_daily (key_id, account_id, day, requests) VALUES ('{}', '{}', {day}, 3)",
+            stored.id.as_str(),
+            account.as_str()
+        ),
+    )
+    .await;
+    assert_eq!(read().await, Some(before), "a usage row without a time");
+
+    let after = before + Duration::minutes(5);
+    store
+        .record_usage(&[keygate_store::UsageIncrement {
+            key_id: stored.id.clone(),
+            account_id: Some(account.clone()),
+            day,
+            requests: 1,
+            last_used_at: after,
+        }])
+        .await
+        .expect("record_usage");
+    assert_eq!(read().await, Some(after));
+    let rows = store
+        .usage_by_day(&account, day, day)
+        .await
+        .expect("usage_by_day");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].requests, 4, "the old count and the new one");
+}
+
+/// The PostgreSQL server the tests may use (`KEYGATE_TEST_DATABASE_URL`), or `None` after
+/// saying, past the test harness's capture so that it shows in every run, that `what` is
+/// skipped.
+fn postgres_server(what: &str) -> Option<String> {
+    let url = std::env::var("KEYGATE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {what} (KEYGATE_TEST_DATABASE_URL is not set)"
+        );
+    }
+    url
+}
+
+/// A SQLite database file of its own in the temporary directory, and its URL.
+fn sqlite_file(label: &str) -> (std::path::PathBuf, String) {
+    let path = std::env::temp_dir().join(format!("{label}-{}.db", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    (path, url)
+}
+
+/// Removes a database [`sqlite_file`] made, with its journal files.
+fn remove_sqlite_file(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
 }

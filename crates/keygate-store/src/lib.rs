@@ -18,12 +18,6 @@ pub use models::*;
 pub use oauth::*;
 pub use webhooks::*;
 
-/// How precisely a key's `last_used_at` is kept. A busy deployment uses most of its keys between
-/// two usage flushes; rewriting each key's row at every flush would cost far more than the
-/// request counts themselves, so a key's row is rewritten only when its last use moved on by
-/// at least this much. "Last used" is shown to the minute.
-pub const LAST_USE_PRECISION: time::Duration = time::Duration::minutes(1);
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
@@ -176,8 +170,8 @@ pub trait Store: WebhookStore + OAuthStore + Send + Sync + 'static {
 
     // Usage.
     /// Adds each increment to its (key, day) row and moves the key's `last_used_at` forward,
-    /// never back: batches from several nodes may arrive out of order. `last_used_at` is kept
-    /// to [`LAST_USE_PRECISION`]: a stored time less than that older than the batch's may stay.
+    /// never back: batches from several nodes may arrive out of order. A key's `last_used_at`
+    /// is the latest of the times its batches carried (an increment's time falls on its day).
     async fn record_usage(&self, batch: &[UsageIncrement]) -> StoreResult<()>;
     /// The account's rows with `from_day <= day <= to_day`, ordered by day, then key id.
     async fn usage_by_day(
