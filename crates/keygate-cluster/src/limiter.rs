@@ -15,6 +15,13 @@ pub trait RateLimiter: Send + Sync {
     /// only its TAT, so changing the quota of a key needs no migration.
     async fn check(&self, key: &str, quota: &Quota, cost: u64) -> Decision;
 
+    /// The same decision as [`RateLimiter::check`], made at once, for a limiter whose counters
+    /// are in the process; `None` for one that has to ask elsewhere (Redis), whose caller then
+    /// awaits `check`. It spares the hot path the boxed future every `check` call costs.
+    fn check_in_process(&self, _key: &str, _quota: &Quota, _cost: u64) -> Option<Decision> {
+        None
+    }
+
     /// For health endpoints and logs; cheap, never waits on the backend.
     fn status(&self) -> LimiterStatus;
 }

@@ -161,6 +161,10 @@ impl RateLimiter for LocalLimiter {
         self.check_now(key, quota, cost)
     }
 
+    fn check_in_process(&self, key: &str, quota: &Quota, cost: u64) -> Option<Decision> {
+        Some(self.check_now(key, quota, cost))
+    }
+
     fn status(&self) -> LimiterStatus {
         LimiterStatus {
             backend: "local",

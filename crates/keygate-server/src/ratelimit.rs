@@ -25,7 +25,7 @@ use crate::state::AppState;
 #[derive(Clone, Debug)]
 pub struct RateLimitInfo {
     /// The policy's name in `RateLimit-Policy`: the plan, or `key` for a key's own limit.
-    pub policy: String,
+    pub policy: ShortStr<POLICY_INLINE>,
     pub quota: Quota,
     pub decision: Decision,
 }
@@ -33,6 +33,11 @@ pub struct RateLimitInfo {
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
+
+/// Plan names this long or shorter travel with the request without an allocation.
+pub const POLICY_INLINE: usize = 32;
+/// The same for limiter buckets' names (`acct:` and an id).
+const BUCKET_INLINE: usize = 64;
 
 const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
@@ -46,10 +51,11 @@ pub fn write_headers(h: &mut HeaderMap, info: &RateLimitInfo, now_unix: i64) {
     let d = &info.decision;
     let reset_in = ceil_secs(d.reset_after);
     let window = info.quota.period().as_secs().max(1);
-    let policy: std::borrow::Cow<'_, str> = if info.policy.contains(['"', '\\']) {
-        info.policy.replace(['"', '\\'], "").into()
+    let name = info.policy.as_str();
+    let policy: std::borrow::Cow<'_, str> = if name.contains(['"', '\\']) {
+        name.replace(['"', '\\'], "").into()
     } else {
-        info.policy.as_str().into()
+        name.into()
     };
     // Every value is written into one buffer and split off it: the five share one allocation
     // (each formatted on its own, they took five or more, and as many copies).
@@ -120,6 +126,9 @@ pub async fn enforce(
 
 /// Counts one request against a key's own limit (if it has one), then its account's plan.
 /// `Ok` carries the tighter of the two for the headers; `Err` the limit that refused it.
+///
+/// Hot path: the buckets' names and the policy's are made on the stack, and an in-process
+/// limiter is asked without a future (see `RateLimiter::check_in_process`).
 pub async fn check_limits(
     state: &AppState,
     key: Option<&ApiKey>,
@@ -127,18 +136,25 @@ pub async fn check_limits(
 ) -> Result<Option<RateLimitInfo>, RateLimitInfo> {
     let key_limit = key.and_then(|k| {
         let q = k.rate_limit.as_deref()?.parse::<Quota>().ok()?;
-        Some((format!("key:{}", k.id), q, "key".to_owned()))
+        Some((
+            ShortStr::<BUCKET_INLINE>::concat(&["key:", k.id.as_str()]),
+            q,
+            ShortStr::from("key"),
+        ))
     });
     let plan_limit = state.config.plans.get(&account.plan).map(|p| {
         (
-            format!("acct:{}", account.id),
+            ShortStr::<BUCKET_INLINE>::concat(&["acct:", account.id.as_str()]),
             p.rate_limit,
-            account.plan.clone(),
+            ShortStr::from(account.plan.as_str()),
         )
     });
     let mut tightest: Option<RateLimitInfo> = None;
     for (bucket, quota, policy) in key_limit.into_iter().chain(plan_limit) {
-        let decision = state.limiter.check(&bucket, &quota, 1).await;
+        let decision = match state.limiter.check_in_process(bucket.as_str(), &quota, 1) {
+            Some(decision) => decision,
+            None => state.limiter.check(bucket.as_str(), &quota, 1).await,
+        };
         let info = RateLimitInfo {
             policy,
             quota,
@@ -155,6 +171,45 @@ pub async fn check_limits(
         }
     }
     Ok(tightest)
+}
+
+/// A short string (a bucket's or a policy's name) kept inline, without an allocation, when it
+/// fits in `N` bytes; a longer one goes to the heap.
+#[derive(Clone, Debug)]
+pub enum ShortStr<const N: usize> {
+    Inline { bytes: [u8; N], len: usize },
+    Heap(Box<str>),
+}
+
+impl<const N: usize> ShortStr<N> {
+    /// The parts one after the other.
+    pub fn concat(parts: &[&str]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > N {
+            return ShortStr::Heap(parts.concat().into_boxed_str());
+        }
+        let mut bytes = [0u8; N];
+        let mut at = 0;
+        for part in parts {
+            bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        ShortStr::Inline { bytes, len }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Whole `str`s laid end to end: always UTF-8, so the empty fallback is never taken.
+            ShortStr::Inline { bytes, len } => std::str::from_utf8(&bytes[..*len]).unwrap_or(""),
+            ShortStr::Heap(s) => s,
+        }
+    }
+}
+
+impl<const N: usize> From<&str> for ShortStr<N> {
+    fn from(s: &str) -> Self {
+        ShortStr::concat(&[s])
+    }
 }
 
 /// The caller's rate limits (see [`check_limits`]). Operators are not limited. The limit the
@@ -307,6 +362,19 @@ mod tests {
         assert_eq!(h[X_RATELIMIT_RESET], "1700000060");
         assert_eq!(h[RATELIMIT_POLICY], "\"proplan\";q=100;w=60");
         assert_eq!(h[RATELIMIT], "\"proplan\";r=0;t=60");
+    }
+
+    #[test]
+    fn a_short_name_reads_back_whole_inline_or_on_the_heap() {
+        let id = "acct_01a2470403e17393b14648c7b02253d2";
+        let inline = ShortStr::<BUCKET_INLINE>::concat(&["acct:", id]);
+        assert!(matches!(inline, ShortStr::Inline { .. }));
+        assert_eq!(inline.as_str(), format!("acct:{id}"));
+        let long = "é".repeat(40);
+        let heap = ShortStr::<POLICY_INLINE>::from(long.as_str());
+        assert!(matches!(heap, ShortStr::Heap(_)));
+        assert_eq!(heap.as_str(), long);
+        assert_eq!(ShortStr::<4>::concat(&["ke", "y"]).as_str(), "key");
     }
 
     #[test]

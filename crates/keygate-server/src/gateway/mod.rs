@@ -179,6 +179,8 @@ const IDENTITY_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-keygate-key-id"),
     HeaderName::from_static("x-keygate-scope"),
 ];
+/// Fields the gateway writes anew: the client's own are replaced, not repeated.
+const REPLACED_HEADERS: [HeaderName; 2] = [X_REQUEST_ID, X_FORWARDED_FOR];
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -194,29 +196,75 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Drops the hop-by-hop fields, those the Connection header names, and `also`. Most messages
-/// carry none of them: one pass over the fields present decides, rather than a removal (a hash
-/// lookup) per name.
+/// Drops the hop-by-hop fields, those the Connection header names, and `also`. A message
+/// carries few fields and seldom more than one of these (the credential): a pass over the
+/// fields present finds each, rather than a removal (a hash lookup) per name that could be.
 fn strip_hop_by_hop(headers: &mut HeaderMap, also: &[&[HeaderName]]) {
     let doomed =
         |name: &HeaderName| HOP_BY_HOP.contains(name) || also.iter().any(|set| set.contains(name));
-    if !headers.keys().any(doomed) {
-        return;
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named
-        .iter()
-        .chain(HOP_BY_HOP.iter())
-        .chain(also.iter().flat_map(|set| set.iter()))
-    {
-        headers.remove(name);
+    while let Some(name) = headers.keys().find(|name| doomed(name)).cloned() {
+        headers.remove(&name);
     }
+}
+
+/// The fields the gateway adds to what it forwards: who called (`X-Keygate-*`), the request's
+/// id and the chain of addresses it came through.
+pub(crate) struct Added<'a> {
+    fields: [(HeaderName, &'a str); 5],
+    len: usize,
+}
+
+impl Default for Added<'_> {
+    fn default() -> Self {
+        Added {
+            fields: std::array::from_fn(|_| (X_REQUEST_ID, "")),
+            len: 0,
+        }
+    }
+}
+
+impl<'a> Added<'a> {
+    pub(crate) fn push(&mut self, name: HeaderName, value: &'a str) {
+        // Ids and addresses are plain text; anything that could not be a field value is left
+        // out rather than sent.
+        if self.len < self.fields.len() && is_field_value(value) {
+            self.fields[self.len] = (name, value);
+            self.len += 1;
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&HeaderName, &'a str)> + '_ {
+        self.fields[..self.len].iter().map(|(n, v)| (n, *v))
+    }
+
+    /// Into a header map, for the requests that go by hyper's client.
+    fn insert_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.iter() {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+}
+
+/// Visible ASCII, spaces and tabs: what a field value may hold (RFC 9110 §5.5, without the
+/// obsolete octets above 0x7f).
+fn is_field_value(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
@@ -267,27 +315,23 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
         forwarded_for.push_str(", ");
     }
     let _ = write!(forwarded_for, "{peer}");
-    let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, &[&CREDENTIAL_HEADERS, &IDENTITY_HEADERS]);
+    strip_hop_by_hop(
+        &mut parts.headers,
+        &[&CREDENTIAL_HEADERS, &IDENTITY_HEADERS, &REPLACED_HEADERS],
+    );
     let [account_id, key_id, scope] = IDENTITY_HEADERS;
-    let mut set = |name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
+    let mut added = Added::default();
     if let Some(a) = &who.account_id {
-        set(account_id, a.as_str());
+        added.push(account_id, a.as_str());
     }
     if let Some(k) = who.key_id() {
-        set(key_id, k.as_str());
+        added.push(key_id, k.as_str());
     }
     if let Some(c) = &context {
-        set(X_REQUEST_ID, &c.id);
+        added.push(X_REQUEST_ID, &c.id);
     }
-    headers.insert(scope, HeaderValue::from_static(who.scope.as_str()));
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded_for)) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    added.push(scope, who.scope.as_str());
+    added.push(X_FORWARDED_FOR, &forwarded_for);
 
     let upstream = &gw.config.upstream;
     let base_path = upstream.path().trim_end_matches('/');
@@ -317,13 +361,18 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, ApiError> {
         Some(local) => {
             // Origin-form: the connection already knows where it goes.
             parts.uri = Uri::from(path_and_query);
-            tokio::time::timeout(gw.config.timeout, send_on_own(gw, &local, parts, body)).await
+            tokio::time::timeout(
+                gw.config.timeout,
+                send_on_own(gw, &local, parts, body, &added),
+            )
+            .await
         }
         None => {
             let mut target = upstream.clone().into_parts();
             target.path_and_query = Some(path_and_query);
             parts.uri = Uri::from_parts(target)
                 .map_err(|_| ApiError::invalid("the request path is malformed"))?;
+            added.insert_into(&mut parts.headers);
             let request = hyper::Request::from_parts(parts, body);
             tokio::time::timeout(gw.config.timeout, async {
                 let answer = gw.client.request(request).await?;
@@ -356,8 +405,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn send_on_own(
     gw: &Gateway,
     local: &Arc<ConnectionLocal>,
-    parts: axum::http::request::Parts,
+    mut parts: axum::http::request::Parts,
     body: Body,
+    added: &Added<'_>,
 ) -> Result<(axum::http::response::Parts, Body), BoxError> {
     let kept = local
         .upstream
@@ -367,13 +417,16 @@ async fn send_on_own(
     let sender = match kept {
         Some(Upstream::Hyper(sender)) => Some(sender),
         Some(Upstream::Raw(conn)) if body.is_end_stream() => {
-            return upstream::exchange(gw, local, Some(conn), &parts).await
+            return upstream::exchange(gw, local, Some(conn), &parts, added).await
         }
-        None if body.is_end_stream() => return upstream::exchange(gw, local, None, &parts).await,
+        None if body.is_end_stream() => {
+            return upstream::exchange(gw, local, None, &parts, added).await
+        }
         // The idle connection goes on under hyper's client, with nothing left unread.
         Some(Upstream::Raw(conn)) => Some(handshake(conn.into_io()).await?),
         None => None,
     };
+    added.insert_into(&mut parts.headers);
     let answer =
         send_with_hyper(gw, local, sender, hyper::Request::from_parts(parts, body)).await?;
     let (parts, body) = answer.into_parts();

@@ -34,7 +34,7 @@ use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{BoxError, Gateway};
+use super::{Added, BoxError, Gateway};
 use crate::http::client::ConnectionLocal;
 
 /// The most fields an answer's head may have (hyper's client allows 100) and its longest
@@ -176,8 +176,9 @@ pub(crate) async fn exchange(
     home: &Arc<ConnectionLocal>,
     kept: Option<RawConnection>,
     parts: &request::Parts,
+    added: &Added<'_>,
 ) -> Result<(response::Parts, Body), BoxError> {
-    let head = encode_head(parts);
+    let head = encode_head(parts, added);
     let method = &parts.method;
     let idempotent = matches!(
         *method,
@@ -201,9 +202,11 @@ pub(crate) async fn exchange(
     }
 }
 
-/// `METHOD target HTTP/1.1`, the fields, the blank line. Field names go out in lower case, as
-/// hyper writes them; their order and repeated fields are kept.
-fn encode_head(parts: &request::Parts) -> Vec<u8> {
+/// `METHOD target HTTP/1.1`, the fields, the gateway's own fields (`added`), the blank line.
+/// Field names go out in lower case, as hyper writes them; their order and repeated fields are
+/// kept. The added fields are written straight from their text: they never go through the
+/// header map.
+fn encode_head(parts: &request::Parts, added: &Added<'_>) -> Vec<u8> {
     let target = parts
         .uri
         .path_and_query()
@@ -213,16 +216,18 @@ fn encode_head(parts: &request::Parts) -> Vec<u8> {
         .headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .chain(added.iter().map(|(n, v)| n.as_str().len() + v.len() + 4))
         .sum();
     let mut head = Vec::with_capacity(parts.method.as_str().len() + target.len() + fields + 14);
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    let fields = parts.headers.iter().map(|(n, v)| (n, v.as_bytes()));
+    for (name, value) in fields.chain(added.iter().map(|(n, v)| (n, v.as_bytes()))) {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
@@ -805,9 +810,23 @@ mod tests {
             .body(())
             .expect("request");
         let (parts, ()) = req.into_parts();
+        let mut added = Added::default();
+        added.push(HeaderName::from_static("x-keygate-scope"), "read");
+        added.push(
+            HeaderName::from_static("x-forwarded-for"),
+            "10.0.0.1, 127.0.0.1",
+        );
         assert_eq!(
-            String::from_utf8(encode_head(&parts)).expect("utf-8"),
-            "DELETE /api/posts/7?force=1 HTTP/1.1\r\nhost: up:80\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+            String::from_utf8(encode_head(&parts, &added)).expect("utf-8"),
+            "DELETE /api/posts/7?force=1 HTTP/1.1\r\nhost: up:80\r\nx-a: 1\r\nx-a: 2\r\n\
+             x-keygate-scope: read\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\n\r\n"
+        );
+        let mut refused = Added::default();
+        refused.push(HeaderName::from_static("x-request-id"), "a\r\nx-evil: 1");
+        assert_eq!(
+            refused.iter().count(),
+            0,
+            "no field value with a line break is sent"
         );
     }
 }

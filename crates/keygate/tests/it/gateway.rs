@@ -20,6 +20,18 @@ pub(crate) struct Upstream {
     seen: Arc<Mutex<Vec<HeaderMap>>>,
 }
 
+impl Upstream {
+    /// The fields of the last request the upstream received.
+    fn last_seen(&self) -> HeaderMap {
+        self.seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("a request reached the upstream")
+    }
+}
+
 pub(crate) async fn start_upstream() -> (String, Upstream) {
     let upstream = Upstream::default();
     let seen = upstream.seen.clone();
@@ -124,13 +136,7 @@ async fn the_gateway_applies_scopes_strips_the_credential_and_adds_identity_and_
         r.header("x-internal").is_none(),
         "a header the upstream's Connection names is hop-by-hop"
     );
-    let seen = upstream
-        .seen
-        .lock()
-        .expect("lock")
-        .last()
-        .cloned()
-        .expect("a request reached upstream");
+    let seen = upstream.last_seen();
     assert!(
         seen.get("authorization").is_none(),
         "the credential is stripped"
@@ -184,13 +190,7 @@ async fn the_gateway_applies_scopes_strips_the_credential_and_adds_identity_and_
             .await
             .expect("send");
         assert_eq!(r.status(), 200, "{h}");
-        let seen = upstream
-            .seen
-            .lock()
-            .expect("lock")
-            .last()
-            .cloned()
-            .expect("request");
+        let seen = upstream.last_seen();
         assert!(seen.get(h).is_none(), "{h} is stripped");
     }
     // A spoofed identity header from the client is replaced.
@@ -206,6 +206,30 @@ async fn the_gateway_applies_scopes_strips_the_credential_and_adds_identity_and_
         upstream.seen.lock().expect("lock").last().expect("request")["x-keygate-scope"],
         "read"
     );
+    // The client's X-Forwarded-For is extended and its X-Request-Id carried on: each reaches
+    // the upstream once, as the gateway wrote it. A new connection: the one above has sent
+    // bodies, which moved its upstream connection to hyper's client; a bodiless request on a
+    // fresh one goes by the gateway's own.
+    let r = reqwest::Client::new()
+        .get(format!("{gw}/x"))
+        .bearer_auth(&reader)
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-request-id", "client-req-1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "client-req-1");
+    let seen = upstream.last_seen();
+    let all = |name: &str| -> Vec<String> {
+        seen.get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("text").to_owned())
+            .collect()
+    };
+    assert_eq!(all("x-forwarded-for"), ["203.0.113.7, 127.0.0.1"]);
+    assert_eq!(all("x-request-id"), ["client-req-1"]);
+    assert_eq!(all("x-keygate-key-id"), [reader_id.as_str()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
