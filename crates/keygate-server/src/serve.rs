@@ -21,7 +21,7 @@
 //! with the trusted proxies, into the client's `ClientInfo`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,9 @@ impl<T> App for T where
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has begun a request head and not finished it by then is dropped (or by the
+/// idle timeout, if that is shorter).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the loop needs from the configuration.
 #[derive(Clone, Debug)]
@@ -91,6 +94,16 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `started` that the last request ended.
     last_done_ms: AtomicU64,
+    /// Bytes read from the client so far ([`CountingStream`]), and when the last request ended: more
+    /// since then, with no request in flight, is a request head that has not been finished.
+    read: AtomicU64,
+    read_when_done: AtomicU64,
+    /// Bytes written to the client so far: a response body may still stream after its request
+    /// has ended, and the client may have sent its next head meanwhile (pipelining).
+    written: AtomicU64,
+    /// An HTTP/2 connection: its reads between requests are frames (pings, settings), not a
+    /// request head.
+    http2: AtomicBool,
 }
 
 impl Activity {
@@ -99,7 +112,21 @@ impl Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            read_when_done: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
         }
+    }
+
+    /// Whether an HTTP/1 client has sent part of a request head since its last request and has
+    /// waited `limit` without finishing it (a slow or stalled client, or slowloris), while
+    /// nothing was written to it for as long (`quiet`: no response body still streaming).
+    fn head_unfinished_for(&self, limit: Duration, quiet: Duration) -> bool {
+        !self.http2.load(Ordering::Relaxed)
+            && quiet >= limit
+            && self.read.load(Ordering::Relaxed) > self.read_when_done.load(Ordering::Relaxed)
+            && self.idle_for().is_some_and(|d| d >= limit)
     }
 
     fn idle_for(&self) -> Option<Duration> {
@@ -126,15 +153,18 @@ impl Drop for InFlight {
         let a = &self.0;
         a.last_done_ms
             .store(a.started.elapsed().as_millis() as u64, Ordering::Release);
+        a.read_when_done
+            .store(a.read.load(Ordering::Relaxed), Ordering::Relaxed);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's default header read timeout (30 s) bounds a client that never finishes its
-    // request head; it needs a timer to act.
-    builder.http1().timer(TokioTimer::new());
+    // No timer for HTTP/1, so no header read timeout of hyper's: it armed (and disarmed) a
+    // timer for every request head on a kept-alive connection, 2-3% of the gateway's CPU per
+    // request. A client that never finishes its head holds no request, so its connection is
+    // idle and the idle timeout closes it (`connection` below; a test covers it).
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -486,6 +516,9 @@ async fn connection<I, A: App>(
                 tls,
                 local: local.clone(),
             });
+            if req.version() >= hyper::Version::HTTP_2 {
+                activity.http2.store(true, Ordering::Relaxed);
+            }
             let in_flight = InFlight::begin(&activity);
             let call = app.clone().oneshot(req.map(Body::new));
             async move {
@@ -495,12 +528,18 @@ async fn connection<I, A: App>(
             }
         })
     };
+    let io = CountingStream {
+        io,
+        activity: activity.clone(),
+    };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut check =
         tokio::time::interval((idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
+    // When the connection was last seen writing, checked at each tick.
+    let (mut written, mut writing_seen) = (0, Instant::now());
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -513,12 +552,97 @@ async fn connection<I, A: App>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = check.tick(), if !closing => {
-                if activity.idle_for().is_some_and(|d| d >= idle) {
+            _ = check.tick() => {
+                // A head begun and never finished: nothing is in flight to wait for, and hyper
+                // would wait for the head's end before it closed, so the connection is dropped.
+                let now_written = activity.written.load(Ordering::Relaxed);
+                if now_written != written {
+                    (written, writing_seen) = (now_written, Instant::now());
+                }
+                if activity.head_unfinished_for(HEAD_TIMEOUT.min(idle), writing_seen.elapsed()) {
+                    tracing::debug!(%peer, "request head not finished in time");
+                    return;
+                }
+                if !closing && activity.idle_for().is_some_and(|d| d >= idle) {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
             }
         }
+    }
+}
+
+/// The client's stream, counting the bytes read from it and written to it into its
+/// connection's [`Activity`] (one uncontended atomic add per read or write): what tells a
+/// request head that was begun and not finished from a connection that is simply idle or
+/// still streaming an answer.
+struct CountingStream<I> {
+    io: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for CountingStream<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before) as u64;
+        if read > 0 {
+            self.activity.read.fetch_add(read, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I> CountingStream<I> {
+    fn count_written(&self, polled: &std::task::Poll<std::io::Result<usize>>) {
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.activity
+                .written
+                .fetch_add(*n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for CountingStream<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        self.count_written(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.count_written(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -156,6 +156,15 @@ async fn one_request(stream: &mut TcpStream) -> String {
     }
 }
 
+/// Reads until the server closes `stream`, which it must do within 5 s.
+async fn assert_closed_by_the_server(stream: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not closed within 5 s"));
+    assert_eq!(read.expect("read"), 0, "{what}: closed by the server");
+}
+
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let srv = TestServer::start_with(Backend::Sqlite, |c| {
@@ -166,15 +175,33 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let addr = srv.base.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
     assert!(one_request(&mut stream).await.starts_with("HTTP/1.1 200"));
-    let mut buf = [0u8; 64];
-    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .expect("closed within the timeout");
-    assert_eq!(
-        closed.expect("read"),
-        0,
-        "the server closed the idle connection"
-    );
+    assert_closed_by_the_server(&mut stream, "the idle connection").await;
+    srv.shutdown().await;
+}
+
+/// A client that sends part of a request head and then nothing (slowloris) holds no request:
+/// its connection is idle and closed like any other, whether it answered a request before or
+/// not.
+#[tokio::test]
+async fn a_connection_left_halfway_through_a_request_head_is_closed_after_the_idle_timeout() {
+    let srv = TestServer::start_with(Backend::Sqlite, |c| {
+        c.idle_timeout = Duration::from_millis(500);
+    })
+    .await
+    .expect("server");
+    let addr = srv.base.trim_start_matches("http://").to_owned();
+    for answered_one_first in [false, true] {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        if answered_one_first {
+            assert!(one_request(&mut stream).await.starts_with("HTTP/1.1 200"));
+        }
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: keygate.test\r\nX-Slow: ")
+            .await
+            .expect("write");
+        let why = format!("a half-sent head (after a request: {answered_one_first})");
+        assert_closed_by_the_server(&mut stream, &why).await;
+    }
     srv.shutdown().await;
 }
 
