@@ -5,6 +5,8 @@
 --   KEYGATE_BENCH_SEND=verify: POST /api/v1/keys/verify {"key": "<key>"} as the operator key
 --     KEYGATE_BENCH_OPERATOR_KEY; KEYGATE_BENCH_RATELIMIT (true/false, default true) is sent
 --     as "ratelimit"
+--   KEYGATE_BENCH_CHECK=1: each answer is read (which costs wrk more: not for measuring), and
+--     wrk prints "refused: N", the answers that were not a 200 or, for verify, not "valid":true
 --
 -- Requests are made ahead, in init (see KEYGATE_BENCH_PREBUILD below), and request() only picks
 -- one. Formatting each with wrk.format at each call (it builds tables and strings in Lua) cost
@@ -16,10 +18,11 @@ local send = os.getenv("KEYGATE_BENCH_SEND") or "header"
 local operator = os.getenv("KEYGATE_BENCH_OPERATOR_KEY")
 local ratelimit = os.getenv("KEYGATE_BENCH_RATELIMIT") or "true"
 
-local created = 0
+local created, threads = 0, {}
 function setup(thread)
    created = created + 1
    thread:set("id", created)
+   threads[created] = thread
 end
 
 -- The request for one key, as wrk.format makes it.
@@ -77,4 +80,20 @@ function request()
    local picked = keys[math.random(n)]
    if built then return picked end
    return build(picked)
+end
+
+if os.getenv("KEYGATE_BENCH_CHECK") == "1" then
+   refused = 0 -- a global: done() reads it from each thread with thread:get
+
+   function response(status, headers, body)
+      if status ~= 200 or (send == "verify" and not body:find('"valid":true', 1, true)) then
+         refused = refused + 1
+      end
+   end
+
+   function done(summary, latency, requests)
+      local total = 0
+      for _, thread in ipairs(threads) do total = total + thread:get("refused") end
+      io.write(string.format("refused: %d\n", total))
+   end
 end
