@@ -2,15 +2,20 @@
 //!
 //! One line per request is the busiest thing Keygate writes. Writing each with its own system
 //! call costs more than a gateway's whole authentication, so request lines (written straight
-//! here by `log_format::AccessLines`, or the `handled` events at info) collect in a buffer that is written out every
-//! [`FLUSH_EVERY`], or sooner once [`FLUSH_AT`] bytes are waiting. Every other line (start-up,
+//! here by `log_format::AccessLines`, or the `handled` events at info) collect in a buffer that
+//! the log thread writes out every [`FLUSH_EVERY`], or sooner once [`FLUSH_AT`] bytes are
+//! waiting (the request whose line crosses that mark wakes it). A request never waits for that
+//! write: a log pipe nobody reads for a while, or a disk busy with the database's writes
+//! (dirty-page throttling can hold a `write` for tens of milliseconds), stalls the log thread
+//! only. Past [`PENDING_CAP`] bytes waiting, requests write them out themselves, and so wait for
+//! the output rather than grow memory without bound or drop lines. Every other line (start-up,
 //! warnings, errors) is written at once, after whatever request lines are waiting, so the order
 //! of the lines is always the order of the events. The buffer is flushed when the process exits
 //! normally and before a panic message is printed; a process killed with SIGKILL loses at most
 //! the last [`FLUSH_EVERY`] of request lines.
 
 use std::io::Write;
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 use std::time::Duration;
 
 use tracing::{Level, Metadata};
@@ -18,6 +23,9 @@ use tracing_subscriber::fmt::MakeWriter;
 
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 pub const FLUSH_AT: usize = 64 * 1024;
+/// The most request lines kept waiting for a stalled output: at 20,000 requests/s, about a
+/// second of them.
+pub const PENDING_CAP: usize = 8 * 1024 * 1024;
 
 /// The request log's target: the module of the request log in keygate-server.
 pub const REQUEST_LOG_TARGET: &str = "keygate_server::http::request_id";
@@ -27,6 +35,8 @@ static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// the order they were taken, while new lines already collect in `PENDING`: a request that logs
 /// during a write waits for a pointer swap, not for the write.
 static WRITING: Mutex<()> = Mutex::new(());
+/// The log thread, once it runs: it writes the request lines out.
+static LOG_THREAD: OnceLock<std::thread::Thread> = OnceLock::new();
 
 /// Writes what is waiting.
 pub fn flush() {
@@ -48,9 +58,29 @@ fn write_out(mut pending: std::sync::MutexGuard<'_, Vec<u8>>) {
 /// Adds a request log line (see `log_format::AccessLines`) to the batch.
 pub fn append_request_line(line: &[u8]) {
     let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    let before = pending.len();
     pending.extend_from_slice(line);
-    if pending.len() >= FLUSH_AT {
-        write_out(pending);
+    batched(pending, before);
+}
+
+/// After a request line was added to `pending`, which held `before` bytes: wakes the log thread
+/// when the line crossed [`FLUSH_AT`]; writes here only past [`PENDING_CAP`] (or with no log
+/// thread).
+fn batched(pending: MutexGuard<'_, Vec<u8>>, before: usize) {
+    let len = pending.len();
+    if len < FLUSH_AT {
+        return;
+    }
+    match LOG_THREAD.get() {
+        Some(thread) if len < PENDING_CAP => {
+            // One wake-up per batch: a thread busy writing keeps the wake-up for its next wait
+            // (`unpark` before `park` makes the park return at once), so none is lost.
+            if before < FLUSH_AT {
+                drop(pending);
+                thread.unpark();
+            }
+        }
+        _ => write_out(pending),
     }
 }
 
@@ -62,12 +92,15 @@ impl StderrBatched {
     pub fn new() -> Self {
         static START: Once = Once::new();
         START.call_once(|| {
-            let _ = std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name("keygate-log".into())
                 .spawn(|| loop {
-                    std::thread::sleep(FLUSH_EVERY);
+                    std::thread::park_timeout(FLUSH_EVERY);
                     flush();
                 });
+            if let Ok(handle) = started {
+                let _ = LOG_THREAD.set(handle.thread().clone());
+            }
             let previous = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 flush();
@@ -86,11 +119,14 @@ pub struct LineWriter {
 impl Write for LineWriter {
     /// The fmt layer formats a whole line, then writes it with one `write_all`, which is one
     /// call here (all of it is taken): the line goes to the batch, and is written out at once
-    /// unless it is a request line and the batch is small.
+    /// unless it is a request line.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+        let before = pending.len();
         pending.extend_from_slice(buf);
-        if !self.batched || pending.len() >= FLUSH_AT {
+        if self.batched {
+            batched(pending, before);
+        } else {
             write_out(pending);
         }
         Ok(buf.len())

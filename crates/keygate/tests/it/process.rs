@@ -447,3 +447,95 @@ async fn sighup_reloads_the_certificate() {
     assert!(wait_exit(&mut server, Duration::from_secs(30)).success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The request log goes to standard error, which in production is a pipe to a log collector.
+/// A collector that stops reading for a while must not stop the requests: their lines wait in
+/// memory (up to a cap) while the log thread waits on the pipe, and none is lost once it reads
+/// again. Before the log thread did every write, the request whose line filled a batch wrote it
+/// itself and hung on the full pipe, and the others after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_log_nobody_reads_stalls_no_request_and_loses_no_line() {
+    use std::io::Read;
+    let dir = temp_dir("logpipe");
+    let data = dir.join("data");
+    let port = crate::cli::free_port();
+    let mut child = bin()
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", data.to_str().expect("utf8 path")])
+        .args(["--log-format", "json"])
+        .env("KEYGATE_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn keygate serve");
+    // Held, not read, until the requests are done: the pipe (64 KiB on Linux) fills.
+    let mut stderr = child.stderr.take().expect("stderr");
+    let server = ServeProcess {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    loop {
+        match client.get(format!("{}/healthz", server.base)).send().await {
+            Ok(r) if r.status() == 200 => break,
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few hundred bytes a line: well past the pipe and a batch, well under the cap.
+    const REQUESTS: usize = 3000;
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, base, done) = (client.clone(), server.base.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while done.fetch_add(1, Ordering::Relaxed) < REQUESTS as u64 {
+                // A path of its own (an unknown one: 404), so that its lines can be counted.
+                let r = client
+                    .get(format!("{base}/probe-log"))
+                    .send()
+                    .await
+                    .expect("a request hung behind the unread log");
+                assert_eq!(r.status(), 404);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("request task");
+    }
+    // Read now: every request's line comes out.
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 65536];
+        let mut lines = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lines < REQUESTS && Instant::now() < deadline {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    seen.extend_from_slice(&buf[..n]);
+                    lines = String::from_utf8_lossy(&seen)
+                        .matches("\"path\":\"/probe-log\"")
+                        .count();
+                }
+            }
+        }
+        lines
+    });
+    let server_kept = server;
+    let lines = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .expect("join");
+    assert_eq!(lines, REQUESTS, "request lines lost");
+    drop(server_kept);
+    let _ = std::fs::remove_dir_all(dir);
+}
