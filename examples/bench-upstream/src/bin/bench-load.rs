@@ -13,6 +13,10 @@
 //! `--sequential`: no schedule and no random pick: the workers send one request per key of
 //! `--keys`, in file order, as fast as they can, then stop (warms a cache with every key).
 //!
+//! `--timeline FILE`: also writes, for every 100 ms of the measured window (by due time), the
+//! requests due in it and their p99 and maximum latency, to see when a slow stretch happened
+//! (a background task's burst, say) rather than only that it did.
+//!
 //! Prints one line on stdout: `requests/s p50_ms p99_ms` (requests/s achieved); details and
 //! errors on stderr. Exits 1 when any request failed or answered other than 2xx.
 
@@ -28,12 +32,14 @@ use tokio::time::Instant;
 const USAGE: &str = "\
 usage: bench-load --url URL (--rate N | --sequential) [--duration SECONDS] [--warmup SECONDS] [--connections N]
                   [--threads N] [--method M] [--header 'Name: value'] [--body TEXT] [--keys FILE]
+                  [--timeline FILE]
 
   --rate N         requests per second, fixed
   --sequential     one request per key of --keys, in order, as fast as possible, then stop
   --duration S     measured seconds (default 10), after --warmup seconds (default 1) not counted
   --connections N  keep-alive connections, one worker each (default 32)
   --threads N      runtime threads (default 1)
+  --timeline FILE  per 100 ms of the measured window: 'seconds requests p99_ms max_ms'
   --header, --body may contain {key}: a key picked at random from --keys for each request";
 
 struct Template {
@@ -65,6 +71,7 @@ struct Plan {
     keys: Vec<String>,
     rate: f64,
     sequential: bool,
+    timeline: Option<String>,
     warmup: Duration,
     duration: Duration,
 }
@@ -73,6 +80,9 @@ struct Plan {
 struct Tally {
     /// Latencies of the measured requests, in microseconds.
     micros: Vec<u32>,
+    /// With `--timeline`: each measured request's due time, in microseconds into the measured
+    /// window, next to its latency in `micros`.
+    due_micros: Vec<u32>,
     late: u64,
     failed: u64,
     non_2xx: u64,
@@ -92,6 +102,7 @@ fn main() {
     let mut headers = Vec::new();
     let mut body = None;
     let mut keys_file = None;
+    let mut timeline = None;
     let mut sequential = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -122,6 +133,7 @@ fn main() {
             }
             "--body" => body = Some(Template::new(&v)),
             "--keys" => keys_file = Some(v),
+            "--timeline" => timeline = Some(v),
             _ => fail(USAGE),
         }
     }
@@ -172,6 +184,7 @@ fn main() {
         keys,
         rate,
         sequential,
+        timeline,
         warmup: Duration::from_secs_f64(warmup),
         duration: Duration::from_secs_f64(duration),
     });
@@ -206,6 +219,7 @@ async fn run(plan: Arc<Plan>, connections: usize) -> (Tally, Duration) {
         match w.await {
             Ok(t) => {
                 total.micros.extend(t.micros);
+                total.due_micros.extend(t.due_micros);
                 total.late += t.late;
                 total.failed += t.failed;
                 total.non_2xx += t.non_2xx;
@@ -265,7 +279,7 @@ async fn worker(
             };
             let sent = Instant::now();
             let outcome = send(&plan, &mut sender, key).await;
-            if !tally.record(outcome, sent, true) {
+            if !tally.record(outcome, sent, Some(None)) {
                 sender = reconnect(&plan, sender).await;
             }
             continue;
@@ -291,7 +305,9 @@ async fn worker(
             plan.keys[(rng.next() % plan.keys.len() as u64) as usize].as_str()
         };
         let outcome = send(&plan, &mut sender, key).await;
-        if !tally.record(outcome, sent, measured) {
+        // Where in the measured window it was due, for --timeline.
+        let due_at = (measured && plan.timeline.is_some()).then(|| offset - plan.warmup);
+        if !tally.record(outcome, sent, measured.then_some(due_at)) {
             sender = reconnect(&plan, sender).await;
         }
     }
@@ -299,14 +315,23 @@ async fn worker(
 
 impl Tally {
     /// Counts one answer; false when the request failed and the connection must be replaced.
-    fn record(&mut self, outcome: Result<u16, String>, sent: Instant, measured: bool) -> bool {
+    /// `measured`: `None` for a warm-up request, not counted; `Some(due)` otherwise, with the
+    /// request's due time into the measured window when a timeline is kept.
+    fn record(
+        &mut self,
+        outcome: Result<u16, String>,
+        sent: Instant,
+        measured: Option<Option<Duration>>,
+    ) -> bool {
         let latency = sent.elapsed();
         match outcome {
             Ok(status) => {
-                if measured {
+                if let Some(due) = measured {
                     self.last_done = Some(Instant::now());
-                    self.micros
-                        .push(latency.as_micros().min(u32::MAX as u128) as u32);
+                    self.micros.push(micros(latency));
+                    if let Some(due) = due {
+                        self.due_micros.push(micros(due));
+                    }
                     if !(200..300).contains(&status) {
                         self.non_2xx += 1;
                         self.first_error
@@ -361,7 +386,49 @@ async fn send(plan: &Plan, sender: &mut Sender, key: &str) -> Result<u16, String
     Ok(status)
 }
 
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u32::MAX as u128) as u32
+}
+
+/// `--timeline`: one line per 100 ms window of due times: its start in seconds, the requests
+/// due in it, their p99 and their maximum latency in ms.
+fn write_timeline(path: &str, tally: &Tally) {
+    const WINDOW_MICROS: u32 = 100_000;
+    let mut windows: Vec<Vec<u32>> = Vec::new();
+    for (&due, &latency) in tally.due_micros.iter().zip(&tally.micros) {
+        let w = (due / WINDOW_MICROS) as usize;
+        if windows.len() <= w {
+            windows.resize_with(w + 1, Vec::new);
+        }
+        windows[w].push(latency);
+    }
+    let mut out = String::from("# seconds requests p99_ms max_ms\n");
+    for (w, mut latencies) in windows.into_iter().enumerate() {
+        latencies.sort_unstable();
+        let n = latencies.len();
+        let (p99, max) = match n {
+            0 => (0, 0),
+            _ => (
+                latencies[(n * 99).div_ceil(100).clamp(1, n) - 1],
+                latencies[n - 1],
+            ),
+        };
+        out.push_str(&format!(
+            "{:.1} {n} {:.3} {:.3}\n",
+            w as f64 / 10.0,
+            f64::from(p99) / 1000.0,
+            f64::from(max) / 1000.0
+        ));
+    }
+    if let Err(e) = std::fs::write(path, out) {
+        fail(&format!("--timeline {path}: {e}"));
+    }
+}
+
 fn report(plan: &Plan, mut tally: Tally, elapsed: Duration) {
+    if let Some(path) = &plan.timeline {
+        write_timeline(path, &tally);
+    }
     tally.micros.sort_unstable();
     let n = tally.micros.len();
     let pct = |p: f64| -> f64 {
