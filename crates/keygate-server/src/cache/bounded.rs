@@ -1,11 +1,17 @@
 //! A concurrent cache bounded in size and in age, made for the request path: a read is one hash,
-//! one short mutex section on one shard, a lookup and a clone of the value (an `Arc` in
+//! one short shared (read) lock on one shard, a lookup and a clone of the value (an `Arc` in
 //! practice). It does no allocation, queues nothing and leaves no housekeeping to run later,
 //! which is what a general-purpose cache (moka) spent several percent of a request on.
 //!
-//! - **Shards.** Entries are spread over a power-of-two number of shards by their hash, each a
-//!   `Mutex` around a hash table of indices into a vector of slots. The hash is computed once
+//! - **Shards.** Entries are spread over a power-of-two number of shards by their hash, each an
+//!   `RwLock` around a hash table of indices into a vector of slots. The hash is computed once
 //!   per operation: its middle bits pick the shard, the whole of it finds the slot.
+//! - **Readers do not exclude each other.** A hit takes its shard's lock shared and marks the
+//!   entry used through an atomic flag, so lookups of one key from every serving thread at once
+//!   (every verify authenticates the same operator key) never wait for each other; with a mutex
+//!   they did, and a thread preempted while holding the hot shard stalled the others, with all
+//!   their connections. Only inserts, invalidations and the removal of an expired entry take
+//!   the lock exclusively.
 //! - **Age.** An entry expires a fixed time after it was inserted (time to live, not to idle).
 //!   An expired entry is a miss; it is removed when a lookup meets it or when eviction passes
 //!   over it, not by a timer.
@@ -18,7 +24,8 @@
 //!   shard for long.
 
 use std::hash::{BuildHasher, Hash};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -42,7 +49,7 @@ pub struct BoundedCache<K, V> {
 /// A shard behind its own lock, aligned so that two shards' locks never share a cache line (128:
 /// some CPUs fetch lines in pairs).
 #[repr(align(128))]
-struct ShardLock<K, V>(Mutex<Shard<K, V>>);
+struct ShardLock<K, V>(RwLock<Shard<K, V>>);
 
 struct Shard<K, V> {
     /// Indices into `slots`, keyed by each slot's hash.
@@ -61,8 +68,8 @@ struct Slot<K, V> {
     value: V,
     /// `None` when the time to live is too long to represent: the entry never expires.
     expires_at: Option<Instant>,
-    /// Set by a hit, cleared by the CLOCK hand.
-    referenced: bool,
+    /// Set by a hit (under the shared lock), cleared by the CLOCK hand (under the exclusive one).
+    referenced: AtomicBool,
 }
 
 impl<K, V> Slot<K, V> {
@@ -84,7 +91,7 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
         let shards = (0..count)
             .map(|i| {
                 let capacity = share + u64::from(i < rest);
-                ShardLock(Mutex::new(Shard {
+                ShardLock(RwLock::new(Shard {
                     table: HashTable::new(),
                     slots: Vec::new(),
                     hand: 0,
@@ -115,7 +122,7 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
         let hash = self.hasher.hash_one(&key);
         let now = Instant::now();
         let expires_at = now.checked_add(self.ttl);
-        let mut shard = self.shard(hash);
+        let mut shard = self.shard_mut(hash);
         if let Some(i) = shard.find(hash, &key) {
             let slot = &mut shard.slots[i];
             let replaced = std::mem::replace(&mut slot.value, value);
@@ -132,7 +139,7 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
             key,
             value,
             expires_at,
-            referenced: false,
+            referenced: AtomicBool::new(false),
         };
         let evicted = if shard.slots.len() < shard.capacity {
             shard.push(slot);
@@ -148,7 +155,7 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
 
     pub fn invalidate(&self, key: &K) {
         let hash = self.hasher.hash_one(key);
-        let mut shard = self.shard(hash);
+        let mut shard = self.shard_mut(hash);
         let found = shard.find(hash, key);
         let removed = found.map(|i| shard.remove_at(i));
         drop(shard);
@@ -157,7 +164,7 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
 
     pub fn invalidate_all(&self) {
         for shard in self.shards.iter() {
-            let mut shard = lock(&shard.0);
+            let mut shard = write(&shard.0);
             shard.table.clear();
             shard.hand = 0;
             let removed = std::mem::take(&mut shard.slots);
@@ -169,7 +176,7 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
     /// Entries held, expired ones not yet removed included. Walks every shard: not for the
     /// request path.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(&s.0).slots.len()).sum()
+        self.shards.iter().map(|s| read(&s.0).slots.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -177,28 +184,45 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
     }
 
     /// Finds `key`, and on a hit marks it referenced and returns `read` of it. An expired entry
-    /// is removed and is a miss.
-    fn lookup<R>(&self, key: &K, read: impl FnOnce(&Slot<K, V>) -> R) -> Option<R> {
+    /// is a miss, and is removed (under the exclusive lock, if it is still there and expired).
+    fn lookup<R>(&self, key: &K, read_slot: impl FnOnce(&Slot<K, V>) -> R) -> Option<R> {
         let hash = self.hasher.hash_one(key);
         let now = Instant::now();
-        let mut shard = self.shard(hash);
-        let i = shard.find(hash, key)?;
-        let slot = &mut shard.slots[i];
-        if slot.is_expired(now) {
-            let removed = shard.remove_at(i);
-            drop(shard);
-            drop(removed);
-            return None;
+        let shard = self.shard(hash);
+        let slot = &shard.slots[shard.find(hash, key)?];
+        if !slot.is_expired(now) {
+            // Read first: a hot entry's flag is already set, and its cache line stays shared.
+            if !slot.referenced.load(Ordering::Relaxed) {
+                slot.referenced.store(true, Ordering::Relaxed);
+            }
+            return Some(read_slot(slot));
         }
-        slot.referenced = true;
-        Some(read(slot))
+        drop(shard);
+        let mut shard = self.shard_mut(hash);
+        // Another thread may have removed or replaced it meanwhile.
+        let removed = shard
+            .find(hash, key)
+            .filter(|&i| shard.slots[i].is_expired(now))
+            .map(|i| shard.remove_at(i));
+        drop(shard);
+        drop(removed);
+        None
     }
 
-    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard<K, V>> {
-        // hashbrown indexes its buckets with the low bits of the hash and tags them with the top
-        // seven; bits from the middle pick the shard, so that neither loses entropy within one.
+    /// The shard `hash` falls in. hashbrown indexes its buckets with the low bits of the hash
+    /// and tags them with the top seven; bits from the middle pick the shard, so that neither
+    /// loses entropy within one.
+    fn shard_of(&self, hash: u64) -> &RwLock<Shard<K, V>> {
         let index = (hash >> 40) & self.shard_mask;
-        lock(&self.shards[index as usize].0)
+        &self.shards[index as usize].0
+    }
+
+    fn shard(&self, hash: u64) -> RwLockReadGuard<'_, Shard<K, V>> {
+        read(self.shard_of(hash))
+    }
+
+    fn shard_mut(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K, V>> {
+        write(self.shard_of(hash))
     }
 }
 
@@ -261,18 +285,23 @@ impl<K: Eq, V> Shard<K, V> {
             self.hand += 1;
             looks_left = looks_left.saturating_sub(1);
             let slot = &mut self.slots[i];
-            if !slot.referenced || slot.is_expired(now) || looks_left == 0 {
+            if !*slot.referenced.get_mut() || slot.is_expired(now) || looks_left == 0 {
                 return i;
             }
-            slot.referenced = false;
+            *slot.referenced.get_mut() = false;
         }
     }
 }
 
-/// A panic while a shard is locked cannot leave it half-changed (no code that can panic runs
-/// between the table and the slots being updated), so a poisoned lock is used as it is.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+// A panic while a shard is locked cannot leave it half-changed (no code that can panic runs
+// between the table and the slots being updated), so a poisoned lock is used as it is.
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -401,13 +430,29 @@ mod tests {
             cache.insert(k, k);
             assert!(cache.contains_key(&k));
         }
-        lock(&cache.shards[0].0).slots[2].expires_at = Some(Instant::now());
+        write(&cache.shards[0].0).slots[2].expires_at = Some(Instant::now());
         cache.insert(4, 4);
         // Keys 0 and 1 were read, so the hand passed them; 2 had expired.
         for k in [0, 1, 3, 4] {
             assert_eq!(cache.get(&k), Some(k), "key {k}");
         }
         assert_eq!(cache.get(&2), None);
+    }
+
+    #[test]
+    fn a_reader_holding_a_shard_does_not_keep_another_reader_out() {
+        // Capacity 4: one shard, which every key falls in.
+        let cache = BoundedCache::new(4, Duration::from_secs(60));
+        cache.insert("hot", 1);
+        let held = read(&cache.shards[0].0);
+        let (sent, got) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| sent.send(cache.get(&"hot")));
+            // With an exclusive lock per shard this would wait for `held`, which is only
+            // dropped after it.
+            assert_eq!(got.recv_timeout(Duration::from_secs(10)), Ok(Some(1)));
+            drop(held);
+        });
     }
 
     #[test]
