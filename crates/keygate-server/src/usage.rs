@@ -2,7 +2,7 @@
 //! per key and day; a background task writes the counters and `last_used_at` in one batch every
 //! few seconds, and once more at shutdown. The request itself never writes to the database.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use hashbrown::HashMap;
@@ -19,6 +19,11 @@ pub const FLUSH_CHUNK: usize = 200;
 /// `perf trace`, several a second), and a map of half a million keys that had to grow was
 /// rehashed under that lock (a 106 ms wait). Sharded, a thread waits only for the same
 /// shard, and a shard grows at a sixteenth of the size.
+///
+/// One key can still be counted by every request: the operator key of a service that calls
+/// `POST /api/v1/keys/verify` for each of its own requests. So a request whose shard is held
+/// counts in another one (see [`UsageRecorder::record`]) rather than wait, and a flush adds up
+/// the entries a key has in several shards.
 const SHARDS: usize = 16;
 
 type Counts = HashMap<(KeyHash, i32), Pending>;
@@ -73,7 +78,11 @@ pub fn day_of(t: OffsetDateTime) -> i32 {
 }
 
 impl UsageRecorder {
-    /// Hot path: one short critical section.
+    /// Hot path: one short critical section, never a wait for a shard another thread holds:
+    /// when the key's own shard is held, the count goes to a second shard (taken with a
+    /// wait only if that one is held too). Two serving threads counting one hot key then
+    /// each take one of its two shards instead of queueing on one, and a thread that loses its
+    /// core while it holds a shard does not stall the other with every connection it serves.
     pub fn record(
         &self,
         hash: KeyHash,
@@ -81,7 +90,12 @@ impl UsageRecorder {
         account_id: Option<&AccountId>,
         now: OffsetDateTime,
     ) {
-        let mut pending = self.shard(&hash);
+        let home = shard_index(&hash);
+        let mut pending = match self.shards[home].try_lock() {
+            Ok(pending) => pending,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => lock(&self.shards[(home + SHARDS / 2) % SHARDS]),
+        };
         pending
             .entry((hash, day_of(now)))
             .and_modify(|p| {
@@ -145,10 +159,19 @@ impl UsageRecorder {
         // share pages (the stores' usage tables are keyed by key id, and key ids grow with
         // time), and a transaction writes each page it touched once. Chunks of keys in hash
         // order would each touch a page per row, a thousand pages where a dozen do.
+        let started = std::time::Instant::now();
         let (mut sorted, emptied) = sort_in_background(drained, sorted).await?;
         spare_maps.extend(emptied);
+        let sorted_in = started.elapsed();
         let written = self.write_sorted(store, pause, &mut sorted).await;
         self.keep(spare_maps, sorted, largest, total);
+        tracing::debug!(
+            rows = written.as_ref().ok().copied().unwrap_or(0),
+            sort_ms = sorted_in.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            pause_ms = pause.as_millis() as u64,
+            "usage flush"
+        );
         written
     }
 
@@ -212,8 +235,13 @@ impl UsageRecorder {
 
 impl UsageRecorder {
     fn shard(&self, hash: &KeyHash) -> MutexGuard<'_, Counts> {
-        lock(&self.shards[usize::from(hash.0[0]) % SHARDS])
+        lock(&self.shards[shard_index(hash)])
     }
+}
+
+/// A key's own shard: its hash's first byte (uniform: it is a digest).
+fn shard_index(hash: &KeyHash) -> usize {
+    usize::from(hash.0[0]) % SHARDS
 }
 
 fn lock(shard: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
@@ -235,6 +263,16 @@ fn sort(mut drained: Vec<Counts>, mut sorted: Sorted) -> (Sorted, Vec<Counts>) {
     }
     sorted.sort_unstable_by(|(a_slot, a), (b_slot, b)| {
         (a.key_id.as_str(), a_slot.1).cmp(&(b.key_id.as_str(), b_slot.1))
+    });
+    // A key counted in two shards (see `UsageRecorder::record`) is one row: the stores write
+    // a batch as one statement, which may not touch a row twice (PostgreSQL refuses).
+    sorted.dedup_by(|(slot, later), (kept_slot, kept)| {
+        if slot != kept_slot {
+            return false;
+        }
+        kept.requests += later.requests;
+        kept.last_used_at = kept.last_used_at.max(later.last_used_at);
+        true
     });
     (sorted, drained)
 }
@@ -268,4 +306,47 @@ async fn sort_in_background(
     sorted
         .await
         .map_err(|_| anyhow::anyhow!("sorting the usage to write failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(recorder: &UsageRecorder) -> Sorted {
+        let drained = recorder
+            .shards
+            .iter()
+            .map(|s| std::mem::take(&mut *lock(s)))
+            .collect();
+        sort(drained, Sorted::new()).0
+    }
+
+    #[test]
+    fn a_key_whose_shard_is_held_is_counted_without_waiting_and_written_as_one_row() {
+        let recorder = UsageRecorder::default();
+        let (hash, key_id) = (KeyHash([7; 32]), KeyId::generate());
+        let now = OffsetDateTime::now_utc();
+        recorder.record(hash, &key_id, None, now);
+        let held = lock(&recorder.shards[shard_index(&hash)]);
+        let (sent, counted) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for _ in 0..3 {
+                    recorder.record(hash, &key_id, None, now + Duration::from_secs(1));
+                }
+                sent.send(()).ok();
+            });
+            // Waiting for the held shard, the thread would only finish after `held` is dropped.
+            assert_eq!(counted.recv_timeout(Duration::from_secs(10)), Ok(()));
+            drop(held);
+        });
+        // Another key, counted once.
+        recorder.record(KeyHash([8; 32]), &KeyId::generate(), None, now);
+        let rows = drain(&recorder);
+        let ours: Vec<_> = rows.iter().filter(|(slot, _)| slot.0 == hash).collect();
+        assert_eq!(ours.len(), 1, "one row for one key and day");
+        assert_eq!(ours[0].1.requests, 4);
+        assert_eq!(ours[0].1.last_used_at, now + Duration::from_secs(1));
+        assert_eq!(rows.len(), 2);
+    }
 }
