@@ -37,27 +37,62 @@ static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 static WRITING: Mutex<()> = Mutex::new(());
 /// The log thread, once it runs: it writes the request lines out.
 static LOG_THREAD: OnceLock<std::thread::Thread> = OnceLock::new();
+/// The buffer the last write emptied, kept with its memory to be swapped in by the next one:
+/// made anew under `PENDING`'s lock, every request that logged meanwhile waited for the
+/// allocation, and the fresh pages were faulted in by the requests that filled them.
+static SPARE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// A new buffer's room: what arrives between the line that crosses [`FLUSH_AT`] and the log
+/// thread's swap fits without the buffer growing (a copy of it all, under the lock).
+const BATCH_CAPACITY: usize = 2 * FLUSH_AT;
 
 /// Writes what is waiting.
 pub fn flush() {
-    write_out(PENDING.lock().unwrap_or_else(|p| p.into_inner()));
+    let fresh = std::mem::take(&mut *lock(&SPARE));
+    write_swapped(lock(&PENDING), fresh);
 }
 
-fn write_out(mut pending: std::sync::MutexGuard<'_, Vec<u8>>) {
+/// Writes what is waiting, `pending` being held already.
+fn write_out(pending: MutexGuard<'_, Vec<u8>>) {
+    write_swapped(pending, Vec::new());
+}
+
+/// Swaps `fresh` (given room if it has none) in for what is waiting, and writes that out after
+/// letting the lock go.
+fn write_swapped(mut pending: MutexGuard<'_, Vec<u8>>, mut fresh: Vec<u8>) {
     if pending.is_empty() {
+        drop(pending);
+        keep_spare(fresh);
         return;
     }
-    let lines = std::mem::replace(&mut *pending, Vec::with_capacity(FLUSH_AT + 4096));
-    let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    if fresh.capacity() == 0 {
+        fresh = Vec::with_capacity(BATCH_CAPACITY);
+    }
+    let mut lines = std::mem::replace(&mut *pending, fresh);
+    let writing = lock(&WRITING);
     drop(pending);
     // A failed write to stderr has nowhere to be reported; the lines are dropped rather than
     // kept growing.
     let _ = std::io::stderr().lock().write_all(&lines);
+    drop(writing);
+    lines.clear();
+    keep_spare(lines);
+}
+
+/// Keeps an emptied buffer for the next swap, unless a stalled output made it grow far past a
+/// batch: that memory goes back.
+fn keep_spare(buffer: Vec<u8>) {
+    if buffer.capacity() > 0 && buffer.capacity() <= 4 * BATCH_CAPACITY {
+        *lock(&SPARE) = buffer;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Adds a request log line (see `log_format::AccessLines`) to the batch.
 pub fn append_request_line(line: &[u8]) {
-    let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pending = lock(&PENDING);
     let before = pending.len();
     pending.extend_from_slice(line);
     batched(pending, before);
@@ -121,7 +156,7 @@ impl Write for LineWriter {
     /// call here (all of it is taken): the line goes to the batch, and is written out at once
     /// unless it is a request line.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = lock(&PENDING);
         let before = pending.len();
         pending.extend_from_slice(buf);
         if self.batched {
