@@ -331,7 +331,7 @@ macro_rules! sql_store {
             let row = sqlx::query(&sql).bind(value).fetch_one(pool).await.map_err(map_err)?;
             let key = key_from_row(&row)?;
             let account = match opt_text(&row, "a_id")? {
-                Some(_) => Some(account_from_row(&row, "a_")?),
+                Some(_) => Some(std::sync::Arc::new(account_from_row(&row, "a_")?)),
                 None if key.account_id.is_some() => return Err(StoreError::NotFound),
                 None => None,
             };

@@ -1,6 +1,8 @@
 //! The stored records. Timestamps are UTC; backends keep them as Unix milliseconds so the same
 //! SQL sorts and compares them on SQLite and PostgreSQL alike.
 
+use std::sync::Arc;
+
 use keygate_core::{AccountId, Environment, KeyHash, KeyId, Scope, UserId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -169,8 +171,9 @@ pub enum KeyFilter {
 #[derive(Clone, Debug)]
 pub struct KeyWithAccount {
     pub key: ApiKey,
-    /// `None` for operator keys.
-    pub account: Option<Account>,
+    /// `None` for operator keys. Shared: a server caching many keys of one account can hold
+    /// one copy of it for all of them (see the server's key cache).
+    pub account: Option<Arc<Account>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

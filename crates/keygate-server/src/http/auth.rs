@@ -81,7 +81,7 @@ impl Principal {
 
     pub fn account(&self) -> Option<&Account> {
         match (&self.key, &self.user) {
-            (Some(k), _) => k.account.as_ref(),
+            (Some(k), _) => k.account.as_deref(),
             (None, Some(u)) => Some(&u.account),
             (None, None) => self.oauth.as_ref().and_then(|o| o.account.as_deref()),
         }
@@ -216,7 +216,7 @@ pub async fn lookup_key(
     let epoch = state.caches.epoch();
     match state.store.find_key_by_hash(&hash).await {
         Ok(found) => {
-            let found = Arc::new(found);
+            let found = Arc::new(state.caches.share_account(found, epoch));
             state.caches.insert_by_hash(hash, found.clone(), epoch);
             Ok((hash, found))
         }
@@ -307,7 +307,7 @@ pub async fn authenticate_token(state: &AppState, raw: &str) -> Result<Principal
                 None => {
                     let epoch = state.caches.epoch();
                     let found = match state.store.find_key_by_id(key_id).await {
-                        Ok(found) => Arc::new(found),
+                        Ok(found) => Arc::new(state.caches.share_account(found, epoch)),
                         Err(StoreError::NotFound) => {
                             return Err(ApiError::unauthorized(INVALID_TOKEN))
                         }
