@@ -23,6 +23,12 @@
 //! `--sequential`: no schedule and no random pick: the workers send one request per key of
 //! `--keys`, in file order, as fast as they can, then stop (warms a cache with every key).
 //!
+//! `--closed`: no schedule: each worker sends its next request as soon as it has read the
+//! answer to the last one (a closed loop, as wrk does), for `--duration` seconds after
+//! `--warmup`; latency is timed from the send. The saturating load of wrk, without its Lua: a
+//! key picked from a table of a million in wrk's Lua, and the garbage collection of the strings
+//! joined around it, cost wrk pauses that showed in its p99 as much as the server's.
+//!
 //! `--timeline FILE`: also writes, for every 100 ms of the measured window (by due time), the
 //! requests due in it and their p99 and maximum latency, to see when a slow stretch happened
 //! (a background task's burst, say) rather than only that it did.
@@ -41,11 +47,13 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 const USAGE: &str = "\
-usage: bench-load --url URL (--rate N | --sequential) [--duration SECONDS] [--warmup SECONDS] [--connections N]
+usage: bench-load --url URL (--rate N | --closed | --sequential) [--duration SECONDS] [--warmup SECONDS] [--connections N]
                   [--threads N] [--method M] [--header 'Name: value'] [--body TEXT] [--keys FILE]
                   [--timeline FILE] [--tick MICROSECONDS]
 
   --rate N         requests per second, fixed
+  --closed         as fast as possible: each worker sends its next request once it has the
+                   answer to its last (a closed loop, like wrk)
   --sequential     one request per key of --keys, in order, as fast as possible, then stop
   --duration S     measured seconds (default 10), after --warmup seconds (default 1) not counted
   --connections N  keep-alive connections, one worker each (default 32)
@@ -84,6 +92,8 @@ struct Plan {
     keys: Vec<String>,
     rate: f64,
     sequential: bool,
+    /// `--closed`: no schedule; each worker sends again once answered.
+    closed: bool,
     timeline: Option<String>,
     /// The shortest wait between two releases of due requests by the timer.
     tick: Duration,
@@ -120,10 +130,15 @@ fn main() {
     let mut timeline = None;
     let mut tick = 100.0;
     let mut sequential = false;
+    let mut closed = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--sequential" {
             sequential = true;
+            continue;
+        }
+        if flag == "--closed" {
+            closed = true;
             continue;
         }
         let Some(v) = args.next() else { fail(USAGE) };
@@ -154,9 +169,9 @@ fn main() {
             _ => fail(USAGE),
         }
     }
-    let rate = match (rate, sequential) {
-        (Some(r), false) => r,
-        (None, true) => f64::INFINITY,
+    let rate = match (rate, sequential, closed) {
+        (Some(r), false, false) => r,
+        (None, true, false) | (None, false, true) => f64::INFINITY,
         _ => fail(USAGE),
     };
     let Some(url) = url else { fail(USAGE) };
@@ -204,6 +219,7 @@ fn main() {
         keys,
         rate,
         sequential,
+        closed,
         timeline,
         tick: Duration::from_secs_f64(tick / 1e6),
         warmup: Duration::from_secs_f64(warmup),
@@ -230,7 +246,7 @@ async fn run(plan: Arc<Plan>, connections: usize) -> (Tally, Duration) {
     }
     let start = Instant::now() + Duration::from_millis(50);
     let pacer = Arc::new(Pacer::new(&plan, start, connections));
-    if !plan.sequential {
+    if !(plan.sequential || plan.closed) {
         let pacer = pacer.clone();
         let period =
             Duration::from_secs_f64(1.0 / plan.rate).clamp(plan.tick, Duration::from_millis(1));
@@ -276,7 +292,7 @@ async fn run(plan: Arc<Plan>, connections: usize) -> (Tally, Duration) {
     let since = total
         .last_done
         .map_or(Duration::ZERO, |t| t.duration_since(start + plan.warmup));
-    let elapsed = if plan.sequential {
+    let elapsed = if plan.sequential || plan.closed {
         since
     } else {
         since.max(plan.duration)
@@ -432,6 +448,9 @@ async fn worker(
     let interval = 1.0 / plan.rate;
     let end = plan.warmup + plan.duration;
     tokio::time::sleep_until(start).await;
+    if plan.closed {
+        return closed_loop(&plan, start, sender, rng).await;
+    }
     loop {
         // Paced: a request is taken when its time has come. One taken at once was due before
         // this worker was free; one waited for was released just now.
@@ -480,6 +499,29 @@ async fn worker(
         let due_at = (measured && plan.timeline.is_some()).then(|| offset - plan.warmup);
         if !tally.record(outcome, sent, measured.then_some(due_at)) {
             sender = reconnect(&plan, sender).await;
+        }
+    }
+}
+
+/// `--closed`: one request after another on this worker's connection until the end; those
+/// sent within the measured window are counted, timed from their send.
+async fn closed_loop(plan: &Plan, start: Instant, mut sender: Sender, mut rng: XorShift) -> Tally {
+    let mut tally = Tally::default();
+    let (from, end) = (start + plan.warmup, start + plan.warmup + plan.duration);
+    loop {
+        let sent = Instant::now();
+        if sent >= end {
+            return tally;
+        }
+        let key = if plan.keys.is_empty() {
+            ""
+        } else {
+            plan.keys[(rng.next() % plan.keys.len() as u64) as usize].as_str()
+        };
+        let outcome = send(plan, &mut sender, key).await;
+        let measured = (sent >= from).then(|| plan.timeline.as_ref().map(|_| sent - from));
+        if !tally.record(outcome, sent, measured) {
+            sender = reconnect(plan, sender).await;
         }
     }
 }
@@ -609,7 +651,7 @@ fn report(plan: &Plan, mut tally: Tally, elapsed: Duration) {
         let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
         f64::from(tally.micros[rank - 1]) / 1000.0
     };
-    let achieved = if plan.sequential {
+    let achieved = if plan.sequential || plan.closed {
         n as f64 / elapsed.as_secs_f64().max(1e-6)
     } else {
         n as f64 / elapsed.as_secs_f64()
@@ -664,6 +706,107 @@ impl XorShift {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers each request 5 ms after reading it, and keeps each request's body.
+    async fn slow_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let authority = listener.local_addr().expect("addr").to_string();
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = bodies.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        // One whole request: its head, then Content-Length bytes of body.
+                        let Some(head) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let text = String::from_utf8_lossy(&buf[..head]).to_ascii_lowercase();
+                        let length: usize = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().expect("length"));
+                        if buf.len() < head + 4 + length {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        }
+                        let body = String::from_utf8_lossy(&buf[head + 4..head + 4 + length]);
+                        seen.lock().expect("bodies").push(body.into_owned());
+                        buf.drain(..head + 4 + length);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (authority, bodies)
+    }
+
+    #[tokio::test]
+    async fn the_closed_loop_sends_once_answered_until_the_end_and_counts_every_request() {
+        let (authority, bodies) = slow_server().await;
+        let keys: Vec<String> = (0..50).map(|i| format!("key{i}")).collect();
+        let plan = Arc::new(Plan {
+            uri: format!("http://{authority}/verify").parse().expect("uri"),
+            authority: authority.clone(),
+            method: Method::POST,
+            headers: Vec::new(),
+            body: Some(Template::new("{key}")),
+            keys: keys.clone(),
+            rate: f64::INFINITY,
+            sequential: false,
+            closed: true,
+            timeline: None,
+            tick: Duration::from_micros(100),
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(300),
+        });
+        let (tally, elapsed) = run(plan, 2).await;
+        let sent = bodies.lock().expect("bodies").clone();
+        // Two connections, one request at a time each, 5 ms an answer, for 0.3 s: at most 60
+        // each, and every one sent was measured (no warm-up), none lost or sent after the end.
+        assert_eq!(
+            tally.micros.len(),
+            sent.len(),
+            "every request sent is counted"
+        );
+        assert!(
+            (20..=122).contains(&sent.len()),
+            "{} requests in 0.3 s on two connections at 5 ms each",
+            sent.len()
+        );
+        assert!(
+            tally.micros.iter().all(|&m| m >= 5_000),
+            "each waited for its answer"
+        );
+        assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2));
+        assert!(
+            sent.iter().all(|b| keys.contains(b)),
+            "each carried a key of the list"
+        );
+        let distinct: std::collections::HashSet<_> = sent.iter().collect();
+        assert!(
+            distinct.len() > 5,
+            "keys picked at random, not one: {distinct:?}"
+        );
+        assert_eq!(tally.failed + tally.non_2xx, 0);
+    }
 
     #[tokio::test]
     async fn each_request_is_released_at_its_time_and_each_worker_is_let_go_at_the_end() {
