@@ -117,7 +117,7 @@ pub async fn verify_key(
     let Some(account) = entry.account.as_ref() else {
         return Ok(refused("NOT_FOUND"));
     };
-    state.usage.record(hash, &k.id, k.account_id.as_ref(), now);
+    state.usage.record(hash, &entry, now);
     if body.ratelimit.unwrap_or(true) && state.config.rate_limits_enabled {
         let outcome = crate::ratelimit::check_limits(&state, Some(k), account).await;
         let (info, denied) = match outcome {

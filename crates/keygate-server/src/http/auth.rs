@@ -238,7 +238,7 @@ pub async fn authenticate_key(
     let now = OffsetDateTime::now_utc();
     check_key(&entry, now)?;
     let k = &entry.key;
-    state.usage.record(hash, &k.id, k.account_id.as_ref(), now);
+    state.usage.record(hash, &entry, now);
     Ok(Principal {
         scope: k.scope,
         account_id: k.account_id.clone(),
@@ -324,9 +324,7 @@ pub async fn authenticate_token(state: &AppState, raw: &str) -> Result<Principal
                 return Err(ApiError::unauthorized(INVALID_TOKEN));
             }
             let k = &entry.key;
-            state
-                .usage
-                .record(k.hash, &k.id, k.account_id.as_ref(), now);
+            state.usage.record(k.hash, &entry, now);
             Ok(Principal {
                 // A key narrowed after the token was minted narrows the token too.
                 scope: claims.scope.min(k.scope),

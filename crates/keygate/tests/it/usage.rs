@@ -51,10 +51,20 @@ on_both_backends! {
         }
         srv.state.store.create_keys(&records).await.expect("create keys");
         let now = time::OffsetDateTime::now_utc();
-        for (i, k) in records.iter().enumerate() {
+        // Each key as the key cache holds it.
+        let cached: Vec<_> = records
+            .iter()
+            .map(|k| {
+                std::sync::Arc::new(keygate_store::KeyWithAccount {
+                    key: k.clone(),
+                    account: None,
+                })
+            })
+            .collect();
+        for (i, k) in cached.iter().enumerate() {
             // Key i used i % 3 + 1 times.
             for _ in 0..(i % 3 + 1) {
-                srv.state.usage.record(k.hash, &k.id, Some(&account), now);
+                srv.state.usage.record(k.key.hash, k, now);
             }
         }
         let written = srv
@@ -74,9 +84,9 @@ on_both_backends! {
 
         // The next period counts into the maps (and sorts into the vector) the first flush
         // emptied and kept: every count arrives once more, nothing left from before.
-        for (i, k) in records.iter().enumerate() {
+        for (i, k) in cached.iter().enumerate() {
             for _ in 0..(i % 3 + 1) {
-                srv.state.usage.record(k.hash, &k.id, Some(&account), now);
+                srv.state.usage.record(k.key.hash, k, now);
             }
         }
         let written = srv
