@@ -227,6 +227,7 @@ pub fn start_with<A: serve::App>(
         idle_timeout: config.idle_timeout,
         shutdown_timeout: config.shutdown_timeout,
         threads: config.serve_threads,
+        nice: config.serve_nice,
     };
     let background_bound = config.shutdown_timeout;
     let task = tokio::spawn(async move {

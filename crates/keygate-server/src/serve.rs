@@ -83,6 +83,8 @@ pub struct ServeLimits {
     pub shutdown_timeout: Duration,
     /// Serving threads; 0 serves on the caller's runtime.
     pub threads: usize,
+    /// The serving threads' nice value; `None` leaves it as inherited.
+    pub nice: Option<i32>,
 }
 
 /// Requests in flight on one connection, and when the last one ended: what the idle timeout
@@ -355,6 +357,9 @@ fn start_thread<A: App>(
     let thread = std::thread::Builder::new()
         .name(format!("keygate-serve-{n}"))
         .spawn(move || {
+            if let Some(nice) = limits.nice {
+                keygate_store_sql::set_thread_nice(nice, n == 0);
+            }
             // Running (and named, which the thread does itself) before the first connection.
             let _ = running.send(());
             runtime.block_on(async move {

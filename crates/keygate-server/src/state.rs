@@ -108,6 +108,9 @@ pub struct Config {
     /// Threads that accept and serve connections, each with a single-threaded runtime of its
     /// own; 0 serves them on the process's runtime. One per core by default.
     pub serve_threads: usize,
+    /// The serving threads' nice value (Linux), set by each as it starts; `None` leaves them at
+    /// the process's.
+    pub serve_nice: Option<i32>,
     /// How long a stopping server lets in-flight requests finish before it closes them.
     pub shutdown_timeout: Duration,
     /// Audit entries older than this many days are purged; 0 keeps them for ever.
@@ -166,6 +169,7 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             serve_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            serve_nice: None,
             shutdown_timeout: Duration::from_secs(30),
             audit_retention_days: 365,
             webhooks_allow_private: false,

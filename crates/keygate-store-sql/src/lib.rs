@@ -53,6 +53,26 @@ pub(crate) fn map_err(err: sqlx::Error) -> StoreError {
     }
 }
 
+/// Sets the calling thread's nice value (Linux, where it is per thread and inherited by the
+/// threads it starts); elsewhere it does nothing. Best effort: a refusal (a value below the
+/// current one without CAP_SYS_NICE) leaves the priority as it was, and is logged as a warning
+/// when `warn`, otherwise at debug level.
+pub fn set_thread_nice(nice: i32, warn: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        // `None`: the calling thread, on Linux.
+        if let Err(err) = rustix::process::setpriority_process(None, nice) {
+            if warn {
+                tracing::warn!(error = %err, nice, "could not set the serving threads' nice value (below 0 needs CAP_SYS_NICE)");
+            } else {
+                tracing::debug!(error = %err, nice, "could not set a serving thread's nice value");
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (nice, warn);
+}
+
 /// Lowers the calling thread's CPU priority to nice 10 (Linux, where the nice value is per
 /// thread and inherited by the threads it starts); elsewhere it does nothing. Best effort: a
 /// refusal leaves the priority as it was.

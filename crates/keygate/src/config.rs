@@ -126,6 +126,10 @@ pub struct Common {
     /// shared runtime [default: one per core].
     #[arg(long, env = "KEYGATE_SERVE_THREADS")]
     pub serve_threads: Option<usize>,
+    /// The serving threads' nice value, -20 to 19 (Linux): below 0 (which needs CAP_SYS_NICE)
+    /// when Keygate shares its cores with the clients it answers [default: the process's].
+    #[arg(long, env = "KEYGATE_SERVE_NICE", allow_negative_numbers = true)]
+    pub serve_nice: Option<i32>,
     /// Seconds a stopping server waits for in-flight requests [default: 30].
     #[arg(long, env = "KEYGATE_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: Option<u64>,
@@ -196,6 +200,7 @@ struct FileConfig {
     idle_timeout: Option<u64>,
     max_connections: Option<usize>,
     serve_threads: Option<usize>,
+    serve_nice: Option<i32>,
     shutdown_timeout: Option<u64>,
     audit_retention_days: Option<u32>,
     /// `credits.low` fires below this balance [default: a tenth of the plan's monthly credits].
@@ -558,6 +563,13 @@ impl Common {
                 "{origin}: expected 0 (the shared runtime) to 1024 serving threads, got {n}"
             );
             server.serve_threads = n;
+        }
+        if let Some((n, origin)) = pick(self.serve_nice, file.serve_nice, "serve_nice", cfg) {
+            anyhow::ensure!(
+                (-20..=19).contains(&n),
+                "{origin}: expected a nice value from -20 to 19, got {n}"
+            );
+            server.serve_nice = Some(n);
         }
         if let Some((days, origin)) = pick(
             self.audit_retention_days,

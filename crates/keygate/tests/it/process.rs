@@ -216,6 +216,68 @@ async fn connections_are_served_on_the_configured_serving_threads_or_the_shared_
     }
 }
 
+/// The nice value in a `/proc/.../stat` line (its 19th field; the name before it, in
+/// parentheses, may hold spaces).
+fn nice_in_stat(stat: &str) -> i64 {
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at the third field.
+    fields[19 - 3].parse().expect("a nice value")
+}
+
+/// The nice values of the process's threads that serve connections.
+fn serving_threads_nice(server: &ServeProcess) -> Vec<i64> {
+    let tasks = format!("/proc/{}/task", server.child.id());
+    std::fs::read_dir(tasks)
+        .expect("the process's threads")
+        .filter_map(|t| {
+            let path = t.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            if !name.starts_with("keygate-serve") {
+                return None;
+            }
+            Some(nice_in_stat(
+                &std::fs::read_to_string(path.join("stat")).ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_threads_take_the_configured_nice_value() {
+    let own = nice_in_stat(&std::fs::read_to_string("/proc/thread-self/stat").expect("stat"));
+    // Raising one's nice value needs no privilege; lowering it below the current one does.
+    let raised = (own + 5).min(19);
+    for nice in [Some(raised), None] {
+        let dir = temp_dir("nice");
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            dir.to_str().expect("utf8").to_owned(),
+            "--serve-threads".to_owned(),
+            "2".to_owned(),
+        ];
+        if let Some(n) = nice {
+            args.extend(["--serve-nice".to_owned(), n.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut server = serve(&args, &dir.join("log")).await;
+        let expected = nice.map_or(own, i64::from);
+        assert_eq!(
+            serving_threads_nice(&server),
+            [expected, expected],
+            "--serve-nice {nice:?}"
+        );
+        let r = reqwest::get(format!("{}/healthz", server.base))
+            .await
+            .expect("answered");
+        assert_eq!(r.status(), 200);
+        signal(&server, "TERM");
+        let status = wait_exit(&mut server, Duration::from_secs(30));
+        assert!(status.success(), "--serve-nice {nice:?}: {status:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 fn config_check(file: &std::path::Path, env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = bin();
     cmd.args(["config", "check", "--config", file.to_str().expect("utf8")]);
@@ -241,6 +303,7 @@ request_timeout = 20
 idle_timeout = 30
 max_connections = 5000
 serve_threads = 3
+serve_nice = -5
 shutdown_timeout = 15
 audit_retention_days = 90
 "#,
@@ -258,10 +321,14 @@ audit_retention_days = 90
         "checking starts nothing and creates nothing"
     );
 
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 8] = [
         (
             "serve_threads = 5000\n",
             &["serve_threads", "keygate.toml", "1024"],
+        ),
+        (
+            "serve_nice = -21\n",
+            &["serve_nice", "keygate.toml", "-20 to 19"],
         ),
         (
             "request_timeout = 0\n",
